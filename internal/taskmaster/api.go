@@ -1,6 +1,7 @@
 package taskmaster
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -78,7 +79,17 @@ func (s *Server) authenticated(next apiHandler) http.Handler {
 		s.mu.Lock()
 		latency := s.apiLatency
 		s.mu.Unlock()
-		sleepContext(r.Context(), latency)
+		if latency > 0 {
+			// The server notices a client that disconnects only after the
+			// body is read, so buffer it before the delay.
+			body, err := readLimited(r.Body, maxAPIBodyBytes)
+			if err != nil {
+				writeJSON(w, http.StatusBadRequest, messageResponse{Message: err.Error()})
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			sleepContext(r.Context(), latency)
+		}
 
 		clientID, ok := s.authenticateBearer(w, r)
 		if !ok {

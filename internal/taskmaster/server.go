@@ -3,6 +3,8 @@ package taskmaster
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -139,6 +141,19 @@ func sleepContext(ctx context.Context, d time.Duration) {
 	case <-timer.C:
 	case <-ctx.Done():
 	}
+}
+
+// readLimited reads all of body, or returns an error when it fails or is
+// longer than limit bytes.
+func readLimited(body io.Reader, limit int64) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading request body failed: %w", err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("request body exceeds %d bytes", limit)
+	}
+	return data, nil
 }
 
 // writeJSON sends v as a JSON response with the given status.

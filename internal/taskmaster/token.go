@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -87,13 +86,16 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	sw := &statusRecorder{ResponseWriter: w}
 	w = sw
 
+	// Reading the body before the delay lets the server notice a client that
+	// disconnects during the delay, which cancels the request context.
+	body, readErr := readLimited(r.Body, maxTokenBodyBytes)
 	s.mu.Lock()
 	latency := s.tokenLatency
 	s.mu.Unlock()
 	sleepContext(r.Context(), latency)
 
 	contentType := r.Header.Get("Content-Type")
-	params, parseErr := parseTokenBody(r, contentType)
+	params, parseErr := parseTokenBody(contentType, body, readErr)
 	creds, credsErr := extractClientCredentials(r.Header.Get("Authorization"), params)
 
 	record := TokenRequest{
@@ -239,10 +241,11 @@ func newAccessToken() string {
 	return string(token)
 }
 
-// parseTokenBody reads the request body as a form or as a JSON object,
-// depending on contentType. The returned params are usable even when the error
-// is not nil, so the request can still be recorded.
-func parseTokenBody(r *http.Request, contentType string) (tokenParams, error) {
+// parseTokenBody parses the request body as a form or as a JSON object,
+// depending on contentType. readErr is the error of reading the body. The
+// returned params are usable even when the error is not nil, so the request
+// can still be recorded.
+func parseTokenBody(contentType string, body []byte, readErr error) (tokenParams, error) {
 	params := tokenParams{values: map[string]string{}, nonString: map[string]bool{}}
 	if contentType == "" {
 		return params, fmt.Errorf("missing Content-Type: %s", contentTypeMessage)
@@ -252,12 +255,8 @@ func parseTokenBody(r *http.Request, contentType string) (tokenParams, error) {
 		return params, fmt.Errorf("unsupported Content-Type %q: %s", contentType, contentTypeMessage)
 	}
 
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxTokenBodyBytes+1))
-	if err != nil {
-		return params, fmt.Errorf("reading request body failed: %v", err)
-	}
-	if len(body) > maxTokenBodyBytes {
-		return params, fmt.Errorf("request body exceeds %d bytes", maxTokenBodyBytes)
+	if readErr != nil {
+		return params, readErr
 	}
 
 	if mediaType == "application/x-www-form-urlencoded" {
