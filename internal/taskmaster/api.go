@@ -43,7 +43,7 @@ func (s *Server) routeAPI() {
 	s.mux.Handle("DELETE /api/projects/{id}", s.authenticated(s.handleDeleteProject))
 
 	// Other paths under /api/ also check the token and are recorded, so a
-	// test can see any path that a proxy forwards. They answer 404.
+	// test can see any path that a proxy forwards. They respond with 404.
 	s.mux.Handle("/api/", s.authenticated(func(w http.ResponseWriter, r *http.Request, _ string) {
 		writeNotFound(w)
 	}))

@@ -8,7 +8,7 @@ import (
 )
 
 // Control endpoints, served only when Config.EnableControl is set. Each POST
-// takes a JSON object and answers 204, and each GET answers JSON:
+// takes a JSON object and responds with 204, and each GET responds with JSON:
 //
 //	GET  /_control/stats                      Stats
 //	GET  /_control/token-requests             []TokenRequest

@@ -14,12 +14,18 @@
 //     is used only when the split yields exactly two parts, so a secret that
 //     contains ":" must be sent as a body parameter;
 //   - the resource API reads one Authorization value, requires the exact
-//     prefix "Bearer " and exactly one space, and answers 401 with a JSON
+//     prefix "Bearer " and exactly one space, and responds with 401 and a JSON
 //     "message" otherwise.
 //
 // The service's published guide and its source disagree on the status for a
 // wrong client id or secret, so [Config.InvalidClientStatus] selects 400 (the
-// source) or 401 (the guide).
+// source) or 401 (the guide). Error bodies of the token endpoint use the
+// RFC 6749 section 5.2 shape that the guide shows, {"error",
+// "error_description"}.
+//
+// NOTE: a token request without client credentials gets 401 invalid_client
+// here, as RFC 6749 section 5.2 suggests, but the source at commit 4ab5831
+// (src/lib/oidc-provider/handlers/token/client-credentials.ts) returns 400.
 //
 // Every [Server] is safe for concurrent use. Its knobs (latency, injected
 // failures, rate limiting, revocation, token lifetime) and its records of

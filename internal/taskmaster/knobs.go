@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// injectedFailure is a canned answer for the next remaining token requests.
+// injectedFailure is a canned response for the next remaining token requests.
 type injectedFailure struct {
 	remaining   int
 	status      int
@@ -13,7 +13,7 @@ type injectedFailure struct {
 	contentType string
 }
 
-// injectedRateLimit is a rate-limit answer for the next remaining token
+// injectedRateLimit is a rate-limit response for the next remaining token
 // requests.
 type injectedRateLimit struct {
 	remaining  int
@@ -21,7 +21,7 @@ type injectedRateLimit struct {
 	retryAfter string
 }
 
-// writeInjectedTokenResponse sends an injected rate-limit or failure answer
+// writeInjectedTokenResponse sends an injected rate-limit or failure response
 // if one is pending and reports whether it did. A pending rate limit goes
 // first.
 func (s *Server) writeInjectedTokenResponse(w http.ResponseWriter) bool {
@@ -76,7 +76,7 @@ func (s *Server) SetAPILatency(d time.Duration) {
 // FailTokenRequests makes the next n token requests receive status with the
 // given body and Content-Type instead of being handled. An empty contentType
 // sends no Content-Type header. It replaces any pending failure, and n <= 0
-// cancels it. A pending RateLimitTokenRequests answer is sent first.
+// cancels it. A pending RateLimitTokenRequests response is sent first.
 func (s *Server) FailTokenRequests(n int, status int, body string, contentType string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -156,7 +156,7 @@ func (s *Server) RevokeToken(token string) bool {
 	return found
 }
 
-// RejectAllTokens makes the resource API answer 401 to every token while
+// RejectAllTokens makes the resource API respond with 401 to every token while
 // reject is true. Tokens are not revoked, so they work again after
 // RejectAllTokens(false) unless they expired meanwhile.
 func (s *Server) RejectAllTokens(reject bool) {
@@ -172,7 +172,7 @@ func (s *Server) TokenRequests() int64 {
 }
 
 // APIRequests returns the number of requests that reached the resource API,
-// including those answered 401.
+// including those rejected with 401.
 func (s *Server) APIRequests() int64 {
 	return s.apiRequests.Load()
 }

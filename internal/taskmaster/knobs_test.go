@@ -50,7 +50,7 @@ func TestFailTokenRequestsCancel(t *testing.T) {
 func TestFailTokenRequestsApplyToInvalidRequests(t *testing.T) {
 	server, ts := startServer(t, Config{})
 	server.FailTokenRequests(1, http.StatusBadGateway, "<html>bad gateway</html>", "text/html")
-	// No Content-Type and no credentials: the injected answer still wins.
+	// No Content-Type and no credentials: the injected response is still sent.
 	resp := do(t, ts, newRequest(t, ts, http.MethodPost, tokenPath, "", ""))
 	if resp.status != http.StatusBadGateway {
 		t.Errorf("status got %d; want 502", resp.status)

@@ -28,8 +28,9 @@ const (
 )
 
 const (
-	// tokenLength and tokenAlphabet match the hosted service, which issues
-	// 32 random characters from a-z and A-Z.
+	// tokenLength and tokenAlphabet match the hosted service, whose
+	// client-credentials handler issues 32 random characters from a-z and
+	// A-Z (src/lib/oidc-provider/handlers/token/client-credentials.ts).
 	tokenLength   = 32
 	tokenAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
