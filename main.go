@@ -100,6 +100,7 @@ func newLogger(cfg *Config, out io.Writer) (*zap.Logger, error) {
 	}
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	encCfg.EncodeDuration = zapcore.StringDurationEncoder
 	var enc zapcore.Encoder
 	if cfg.LogFormat == "console" {
 		enc = zapcore.NewConsoleEncoder(encCfg)
