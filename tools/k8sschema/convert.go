@@ -8,9 +8,9 @@ type converter struct {
 }
 
 // convert returns a copy of node with every $ref replaced by the referenced
-// schema. active holds the component names on the current path: a reference
-// back into one of them (the recursive JSONSchemaProps type is the only case
-// in the built-in kinds) becomes an empty schema that accepts any value.
+// schema. active contains the component names on the current path. A
+// reference back into one of them, such as the recursive JSONSchemaProps
+// type, becomes an empty schema that accepts any value.
 func (c *converter) convert(node any, active map[string]bool) any {
 	switch value := node.(type) {
 	case map[string]any:

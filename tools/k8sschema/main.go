@@ -70,7 +70,7 @@ func writeSchemas(openAPIDir, outDir string) (int, error) {
 	}
 
 	// Some kinds, such as DeleteOptions and WatchEvent, appear in every
-	// document; each file is written once.
+	// document, so each file is written only once.
 	written := map[string]bool{}
 
 	for _, document := range documents {
