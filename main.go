@@ -176,7 +176,10 @@ func serve(ctx context.Context, cfg *Config, log *zap.Logger) error {
 		proxyLn.Close()
 		return fmt.Errorf("ADMIN_ADDR: %w", err)
 	}
-	serverLog := zap.NewStdLog(log.Named("http").WithOptions(zap.IncreaseLevel(zap.WarnLevel)))
+	serverLog, err := zap.NewStdLogAt(log.Named("http"), zap.WarnLevel)
+	if err != nil {
+		return err
+	}
 	proxySrv := &http.Server{
 		Handler:           px,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,

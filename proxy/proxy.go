@@ -74,6 +74,12 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
+	// ReverseProxy logs body copy errors, mostly clients that went away,
+	// so they go to debug.
+	errorLog, err := zap.NewStdLogAt(cfg.Logger, zap.DebugLevel)
+	if err != nil {
+		return nil, err
+	}
 	p := &Proxy{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: p.rewrite,
@@ -87,7 +93,7 @@ func New(cfg Config) (*Proxy, error) {
 		BufferPool:     bufferPool{},
 		ErrorHandler:   p.handleError,
 		ModifyResponse: p.modifyResponse,
-		ErrorLog:       zap.NewStdLog(cfg.Logger.WithOptions(zap.IncreaseLevel(zap.DebugLevel))),
+		ErrorLog:       errorLog,
 	}
 	p.handler = cfg.Metrics.InstrumentHandler(http.HandlerFunc(p.serve))
 	return p, nil

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Run every test of the repository: a gofmt check, go vet, and
+# go test -race over all packages, including the suite that runs the
+# sidecar against a real OAuth2 server (ORY Hydra, built once into .cache/)
+# and the test that has a real Prometheus server scrape the sidecar.
+#
+# Needs Go and a C compiler (Hydra's SQLite driver uses cgo). When the
+# prometheus binary is missing and apt-get can run, it is installed.
+# AUTHPROXY_SKIP_HYDRA=1 and AUTHPROXY_SKIP_PROMETHEUS=1 skip those suites
+# with a message saying so; nothing is skipped silently.
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo_root"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "gofmt"
+unformatted=$(git ls-files -z '*.go' | xargs -0 gofmt -l)
+if [[ -n "$unformatted" ]]; then
+	printf 'these files need gofmt -w:\n%s\n' "$unformatted" >&2
+	exit 1
+fi
+
+step "go vet"
+go vet ./...
+
+if [[ "${AUTHPROXY_SKIP_HYDRA:-}" != "1" ]]; then
+	step "ORY Hydra binary"
+	bash scripts/hydra-build.sh
+fi
+
+if [[ "${AUTHPROXY_SKIP_PROMETHEUS:-}" != "1" ]] && ! command -v prometheus >/dev/null; then
+	step "installing prometheus (Debian package)"
+	if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+		apt-get update -qq
+		apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+	else
+		echo "prometheus is missing and cannot be installed here: install the prometheus package, or set AUTHPROXY_SKIP_PROMETHEUS=1" >&2
+	fi
+fi
+
+step "go test -race ./..."
+go test -race -count=1 -timeout 30m ./...
