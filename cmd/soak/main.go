@@ -44,13 +44,13 @@ const (
 
 // options contains the parsed command line.
 type options struct {
-	duration        time.Duration
-	warmup          time.Duration
-	workers         int
-	tokenLifetime   time.Duration
-	binary          string
-	maxRequests     int64
-	maxRSSGrowthMiB float64
+	duration           time.Duration
+	warmup             time.Duration
+	workers            int
+	tokenLifetime      time.Duration
+	binary             string
+	maxRequests        int64
+	maxRSSGrowthMiB    float64
 	maxGoroutineGrowth int
 }
 
