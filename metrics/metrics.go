@@ -9,7 +9,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/authproxy/authproxy/tokencache"
 )
@@ -125,12 +124,10 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 }
 
 // InstrumentHandler wraps the proxy handler with request counting, timing
-// and the in-flight gauge. The wrappers keep http.Flusher and
+// and the in-flight gauge. The wrapper keeps http.Flusher and
 // http.Hijacker, so streaming and WebSocket upgrades pass through.
 func (m *Metrics) InstrumentHandler(next http.Handler) http.Handler {
-	return promhttp.InstrumentHandlerInFlight(m.InFlight,
-		promhttp.InstrumentHandlerDuration(m.RequestDuration,
-			promhttp.InstrumentHandlerCounter(m.Requests, next)))
+	return newInstrumentedHandler(m, next)
 }
 
 // FetchDone implements [tokencache.Observer].
