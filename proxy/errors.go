@@ -99,10 +99,16 @@ func isUnreachable(err error) bool {
 		(errors.As(err, &opErr) && opErr.Op == "dial")
 }
 
-// debug logs a per-request event at debug level, without building fields
-// when debug logging is off.
+// debug logs a per-request event at debug level. A call allocates its
+// variadic fields slice even when debug logging is off, so calls on the
+// path of every request check debugEnabled first.
 func (p *Proxy) debug(msg string, r *http.Request, fields ...zap.Field) {
 	if ce := p.log.Check(zapcore.DebugLevel, msg); ce != nil {
 		ce.Write(append(fields, zap.String("method", r.Method))...)
 	}
+}
+
+// debugEnabled reports whether debug logging is on.
+func (p *Proxy) debugEnabled() bool {
+	return p.log.Core().Enabled(zapcore.DebugLevel)
 }

@@ -140,7 +140,9 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(p.cfg.Upstream)
 	if n := len(pr.Out.Header["Authorization"]); n > 0 {
 		delete(pr.Out.Header, "Authorization")
-		p.debug("discarded the client's Authorization header", pr.In, zap.Int("values", n))
+		if p.debugEnabled() {
+			p.debug("discarded the client's Authorization header", pr.In, zap.Int("values", n))
+		}
 	}
 	if p.cfg.RequiredHeader != "" {
 		pr.Out.Header.Del(p.cfg.RequiredHeader)
@@ -148,7 +150,9 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 }
 
 func (p *Proxy) modifyResponse(resp *http.Response) error {
-	p.debug("proxied request", resp.Request, zap.Int("status", resp.StatusCode))
+	if p.debugEnabled() {
+		p.debug("proxied request", resp.Request, zap.Int("status", resp.StatusCode))
+	}
 	return nil
 }
 
