@@ -121,8 +121,8 @@ const (
 	// which each go through Hydra's introspection endpoint.
 	trafficPause = 10 * time.Millisecond
 
-	// trafficMaxRequests bounds the requests of one goroutine, so that a
-	// test that forgets to stop its traffic still ends.
+	// trafficMaxRequests bounds the requests of one goroutine, so that the
+	// traffic ends even when a test does not stop it.
 	trafficMaxRequests = 5000
 
 	// maxRecordedFailures bounds the failure descriptions kept.
@@ -182,7 +182,7 @@ func (tr *traffic) stop() {
 	tr.wg.Wait()
 }
 
-// counts returns the number of requests sent, the number answered 200, and
+// counts returns the number of requests sent, the number with status 200, and
 // descriptions of the first failures.
 func (tr *traffic) counts() (total, ok int, failures []string) {
 	tr.mu.Lock()

@@ -61,7 +61,7 @@ func sidecarEnv(h *hydratest.Hydra, up *hydratest.Upstream, client hydratest.Cli
 }
 
 // startSidecar runs the authproxy binary with env on free loopback ports and
-// waits until /healthz answers. Cleanup stops it with SIGTERM and fails the
+// waits until /healthz returns 200. Cleanup stops it with SIGTERM and fails the
 // test unless it exits with code 0.
 func startSidecar(t *testing.T, env map[string]string) *sidecar {
 	t.Helper()
