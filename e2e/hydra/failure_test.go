@@ -34,7 +34,16 @@ func TestWrongCredentials(t *testing.T) {
 	env["CLIENT_SECRET"] = wrongSecret
 	env["TOKEN_URL"] = recorder.URL() + "/oauth2/token"
 	s := startSidecar(t, env)
-	waitForFailedFetch(t, s)
+	status := waitForFailedFetch(t, s)
+	if status.LastErrorCode != "invalid_client" {
+		t.Errorf("/tokenz last_error_code: got %q; want invalid_client", status.LastErrorCode)
+	}
+	if !strings.HasPrefix(hydraDescription, strings.TrimSuffix(status.LastErrorDesc, "...")) || status.LastErrorDesc == "" {
+		t.Errorf("/tokenz last_error_description: got %q; want Hydra's %q", status.LastErrorDesc, hydraDescription)
+	}
+	if status.Valid {
+		t.Error("/tokenz valid: got true; want false")
+	}
 
 	entry, ok := s.findLog("token endpoint rejected the client credentials; check CLIENT_ID and the client secret")
 	if !ok {
@@ -76,6 +85,9 @@ func TestWrongCredentials(t *testing.T) {
 	failed := s.metric(t, "authproxy_token_fetches_total", map[string]string{"outcome": "failure", "error_code": "invalid_client"})
 	if int(failed) != tokenRequests {
 		t.Errorf("authproxy_token_fetches_total{outcome=\"failure\",error_code=\"invalid_client\"}: got %v; want %d, the requests Hydra received", failed, tokenRequests)
+	}
+	if got := s.tokenz(t).ConsecutiveFailures; got != tokenRequests {
+		t.Errorf("/tokenz consecutive_failures: got %d; want %d, the requests Hydra received", got, tokenRequests)
 	}
 	if up.Accepted()+up.Rejected() != 0 {
 		t.Errorf("requests that reached the upstream: got %d; want 0", up.Accepted()+up.Rejected())

@@ -333,7 +333,6 @@ func (s *sidecar) adminStatus(t *testing.T, path string) int {
 type tokenStatus struct {
 	Valid               bool       `json:"valid"`
 	LastSuccess         *time.Time `json:"last_success"`
-	LastAttempt         *time.Time `json:"last_attempt"`
 	LastOutcome         string     `json:"last_outcome"`
 	LastErrorCode       string     `json:"last_error_code"`
 	LastErrorDesc       string     `json:"last_error_description"`
