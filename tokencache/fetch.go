@@ -336,6 +336,10 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 var credentialPattern = regexp.MustCompile(
 	`(?i)((?:access_token|refresh_token|id_token|client_secret|client_assertion)"?\s*[:=]\s*"?)[^"&,\s}]*`)
 
+// authorizationPattern matches the credentials of a Basic or Bearer
+// Authorization value, as in an error page that echoes the token request.
+var authorizationPattern = regexp.MustCompile(`(?i)\b(basic|bearer)(\s+)[A-Za-z0-9._~+/=-]+`)
+
 // sanitize shortens s to at most limit bytes of printable text and removes
 // the secret and anything that looks like a token or secret value.
 func sanitize(s, secret string, limit int) string {
@@ -343,6 +347,7 @@ func sanitize(s, secret string, limit int) string {
 		s = strings.ReplaceAll(s, secret, "[REDACTED]")
 	}
 	s = credentialPattern.ReplaceAllString(s, "${1}[REDACTED]")
+	s = authorizationPattern.ReplaceAllString(s, "${1}${2}[REDACTED]")
 	s = strings.Map(func(r rune) rune {
 		if unicode.IsPrint(r) {
 			return r
