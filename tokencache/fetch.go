@@ -2,6 +2,7 @@ package tokencache
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -221,6 +222,9 @@ func (c *ClientCredentials) Fetch(ctx context.Context) (*Grant, error) {
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, c.httpClient())
 	tok, err := conf.Token(ctx)
 	if err != nil {
+		if g := lenientGrant(err, info); g != nil {
+			return g, nil
+		}
 		return nil, classify(err, info, secret)
 	}
 	return &Grant{
@@ -270,6 +274,27 @@ func expiresIn(v any) time.Duration {
 		return 0
 	}
 	return time.Duration(secs * float64(time.Second))
+}
+
+// lenientGrant reads a 2xx JSON token response that golang.org/x/oauth2
+// rejected only because its expires_in is not an integer, such as "soon"
+// or 3599.5: that package (v0.38.0) fails the whole response then. It
+// returns nil for any other failure.
+func lenientGrant(err error, info *responseInfo) *Grant {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) || info.status < 200 || info.status > 299 || info.truncated() {
+		return nil
+	}
+	var body struct {
+		AccessToken string `json:"access_token"`
+		TokenType   string `json:"token_type"`
+		ExpiresIn   any    `json:"expires_in"`
+		Error       string `json:"error"`
+	}
+	if json.Unmarshal(info.body(), &body) != nil || body.AccessToken == "" || body.Error != "" {
+		return nil
+	}
+	return &Grant{AccessToken: body.AccessToken, TokenType: body.TokenType, ExpiresIn: expiresIn(body.ExpiresIn)}
 }
 
 // classify turns an error from the oauth2 package into a *FetchError.
@@ -375,17 +400,36 @@ type responseInfoKey struct{}
 type responseInfo struct {
 	status      int
 	contentType string
-	// mu guards head.
-	mu   sync.Mutex
-	head []byte
+	// mu guards head and dropped.
+	mu sync.Mutex
+	// head is the body as read, up to maxTokenBody bytes.
+	head    []byte
+	dropped bool
 }
 
+// excerptBytes is the length of the body excerpt kept for error messages.
 const excerptBytes = 512
+
+// maxTokenBody is the most golang.org/x/oauth2 reads of a token response.
+const maxTokenBody = 1 << 20
 
 func (i *responseInfo) excerpt() string {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	return string(i.head)
+	return string(i.head[:min(len(i.head), excerptBytes)])
+}
+
+func (i *responseInfo) body() []byte {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.head
+}
+
+// truncated reports whether the body was longer than maxTokenBody.
+func (i *responseInfo) truncated() bool {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.dropped
 }
 
 // recordingTransport fills the responseInfo found in the request context.
@@ -403,7 +447,7 @@ func (t recordingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	return resp, nil
 }
 
-// headRecorder keeps the first excerptBytes bytes read from a body.
+// headRecorder keeps the first maxTokenBody bytes read from a body.
 type headRecorder struct {
 	io.ReadCloser
 	info *responseInfo
@@ -413,9 +457,9 @@ func (h *headRecorder) Read(p []byte) (int, error) {
 	n, err := h.ReadCloser.Read(p)
 	if n > 0 {
 		h.info.mu.Lock()
-		if room := excerptBytes - len(h.info.head); room > 0 {
-			h.info.head = append(h.info.head, p[:min(n, room)]...)
-		}
+		room := maxTokenBody - len(h.info.head)
+		h.info.head = append(h.info.head, p[:min(n, room)]...)
+		h.info.dropped = h.info.dropped || n > room
 		h.info.mu.Unlock()
 	}
 	return n, err
