@@ -215,7 +215,7 @@ func TestIssuerDiscovery(t *testing.T) {
 func newFilteredMetadataServer(t *testing.T, h *hydratest.Hydra, removed string) string {
 	t.Helper()
 	var issuer string
-	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	server := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/.well-known/openid-configuration" {
 			http.NotFound(w, r)
 			return
@@ -231,8 +231,11 @@ func newFilteredMetadataServer(t *testing.T, h *hydratest.Hydra, removed string)
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(meta)
 	}))
+	// The issuer is known before the server starts, so the handler reads
+	// a value that no goroutine writes afterwards.
+	issuer = "http://" + server.Listener.Addr().String()
+	server.Start()
 	t.Cleanup(server.Close)
-	issuer = server.URL
 	return issuer
 }
 
