@@ -35,7 +35,7 @@ func (a *admin) handler(reg *prometheus.Registry, log *zap.Logger) http.Handler 
 	return mux
 }
 
-// readyz answers 200 while a valid token is held and the sidecar is not
+// readyz responds 200 while a valid token is held and the sidecar is not
 // shutting down.
 func (a *admin) readyz(w http.ResponseWriter, r *http.Request) {
 	switch {

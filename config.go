@@ -47,11 +47,11 @@ type Config struct {
 	TokenTimeout               time.Duration `env:"TOKEN_TIMEOUT" envDefault:"10s" help:"time limit of one token request"`
 	TokenDefaultLifetime       time.Duration `env:"TOKEN_DEFAULT_LIFETIME" envDefault:"5m" help:"token lifetime assumed when a response has no usable expires_in"`
 	TokenRefreshRatio          float64       `env:"TOKEN_REFRESH_RATIO" envDefault:"0.8" help:"share of a token's lifetime after which it is refreshed in the background, between 0 and 1"`
-	TokenRefreshMinMargin      time.Duration `env:"TOKEN_REFRESH_MIN_MARGIN" envDefault:"10s" help:"least time before expiry at which the refresh runs (capped at half the lifetime)"`
+	TokenRefreshMinMargin      time.Duration `env:"TOKEN_REFRESH_MIN_MARGIN" envDefault:"10s" help:"minimum time before expiry at which the refresh runs (capped at half the lifetime)"`
 	TokenExpiryLeeway          time.Duration `env:"TOKEN_EXPIRY_LEEWAY" envDefault:"5s" help:"a token is not sent once it is this close to expiry (capped at a quarter of the lifetime)"`
 	TokenRetryMin              time.Duration `env:"TOKEN_RETRY_MIN" envDefault:"1s" help:"first backoff after a failed token request; it doubles per failure"`
-	TokenRetryMax              time.Duration `env:"TOKEN_RETRY_MAX" envDefault:"30s" help:"longest backoff between failed token requests, unless the server's Retry-After asks for more"`
-	TokenForcedRefreshInterval time.Duration `env:"TOKEN_FORCED_REFRESH_INTERVAL" envDefault:"5s" help:"least time between forced refreshes after an upstream 401 or a SIGHUP"`
+	TokenRetryMax              time.Duration `env:"TOKEN_RETRY_MAX" envDefault:"30s" help:"maximum backoff between failed token requests, unless the server's Retry-After requests more"`
+	TokenForcedRefreshInterval time.Duration `env:"TOKEN_FORCED_REFRESH_INTERVAL" envDefault:"5s" help:"minimum time between forced refreshes after an upstream 401 or a SIGHUP"`
 	UpstreamTimeout            time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"60s" help:"time limit for the upstream's response headers; 504 after it"`
 	ShutdownGrace              time.Duration `env:"SHUTDOWN_GRACE" envDefault:"20s" help:"time in-flight requests get to finish after SIGTERM"`
 	ShutdownDelay              time.Duration `env:"SHUTDOWN_DELAY" envDefault:"0s" help:"time between reporting not ready and closing the listener after SIGTERM"`
@@ -68,7 +68,7 @@ type Config struct {
 	authMethod tokencache.AuthMethod
 }
 
-// loadConfig reads the configuration from lookup and returns every problem
+// loadConfig reads the configuration from environ and returns every problem
 // found, each naming the variable and an accepted value.
 func loadConfig(environ map[string]string) (*Config, []error) {
 	cfg := &Config{}

@@ -27,7 +27,7 @@ type serverMetadata struct {
 }
 
 // checkAuthMethod reports whether the server lists method. RFC 8414
-// section 2 says an absent list means client_secret_basic only.
+// section 2 defines an absent list as client_secret_basic only.
 func (m *serverMetadata) checkAuthMethod(method tokencache.AuthMethod) error {
 	supported := m.TokenAuthMethods
 	if len(supported) == 0 {

@@ -169,12 +169,12 @@ func serve(ctx context.Context, cfg *Config, log *zap.Logger) error {
 
 	proxyLn, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
-		return fmt.Errorf("LISTEN_ADDR: %w", err)
+		return fmt.Errorf("LISTEN_ADDR: %w; stop the process using that port or choose another", err)
 	}
 	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
 	if err != nil {
 		proxyLn.Close()
-		return fmt.Errorf("ADMIN_ADDR: %w", err)
+		return fmt.Errorf("ADMIN_ADDR: %w; stop the process using that port or choose another", err)
 	}
 	serverLog, err := zap.NewStdLogAt(log.Named("http"), zap.WarnLevel)
 	if err != nil {

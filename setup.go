@@ -95,7 +95,7 @@ func isLoopbackAddr(a net.Addr) bool {
 }
 
 // healthcheck calls /healthz on the admin port, for container images that
-// have no curl. It exits 0 when the sidecar answers 200.
+// have no curl. It exits 0 when the sidecar responds 200.
 func healthcheck(env map[string]string, stderr io.Writer) int {
 	addr := env["ADMIN_ADDR"]
 	if addr == "" {
@@ -120,7 +120,7 @@ func healthcheck(env map[string]string, stderr io.Writer) int {
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(stderr, "healthcheck: /healthz answered %s\n", resp.Status)
+		fmt.Fprintf(stderr, "healthcheck: /healthz returned %s\n", resp.Status)
 		return 1
 	}
 	return 0
