@@ -252,7 +252,7 @@ func (c *Cache) restore(t *Token) {
 	}
 }
 
-// RequestRefresh asks for a new token now, for example after the client
+// RequestRefresh schedules a token request now, for example after the client
 // secret changed. Like a forced refresh after a 401, it is skipped when
 // another ran less than ForcedRefreshInterval ago; it reports whether the
 // refresh was scheduled. It clears any backoff, because the cause of the
@@ -390,6 +390,7 @@ func (c *Cache) newToken(g *Grant, sent time.Time) (*Token, error) {
 		return nil, &FetchError{Kind: KindBadResponse, Err: errors.New(
 			"access_token contains characters that are not allowed in an HTTP header")}
 	}
+
 	lifetime, defaulted := g.ExpiresIn, false
 	if lifetime <= 0 {
 		lifetime, defaulted = c.cfg.DefaultLifetime, true
@@ -401,6 +402,7 @@ func (c *Cache) newToken(g *Grant, sent time.Time) (*Token, error) {
 		Lifetime:          lifetime,
 		LifetimeDefaulted: defaulted,
 	}
+
 	t.UsableUntil = t.Expiry.Add(-expiryLeeway(lifetime, c.cfg.ExpiryLeeway))
 	t.RefreshAt = sent.Add(refreshDelay(lifetime, c.cfg.RefreshRatio, c.cfg.RefreshMinMargin, randomFraction()))
 	if !t.RefreshAt.Before(t.UsableUntil) {
@@ -491,7 +493,7 @@ func (c *Cache) fail(err error, took time.Duration) error {
 	delay := backoff(failures, c.cfg.RetryMin, c.cfg.RetryMax, randomFraction())
 	if credential {
 		// Retrying a rejected secret fails the same way until it changes,
-		// so back off eight times longer; a secret change or a refresh
+		// so back off eight times longer. A secret change or a refresh
 		// request clears the backoff.
 		delay = backoff(failures+3, c.cfg.RetryMin, c.cfg.RetryMax, randomFraction())
 	}

@@ -70,7 +70,7 @@ func (s *SecretFile) Reload() (changed bool, err error) {
 }
 
 // Watch re-reads the file every interval until ctx ends and calls onChange
-// after the secret changes. Polling, rather than inotify, also sees the
+// after the secret changes. Polling, rather than inotify, also detects the
 // symlink swap by which Kubernetes updates a Secret volume.
 func (s *SecretFile) Watch(ctx context.Context, interval time.Duration, onChange func()) {
 	ticker := time.NewTicker(interval)
