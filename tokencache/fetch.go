@@ -270,7 +270,8 @@ func expiresIn(v any) time.Duration {
 	default:
 		return 0
 	}
-	if secs <= 0 || secs > 10*365*24*3600 {
+	// The negated form also rejects NaN, which every comparison fails.
+	if !(secs > 0 && secs <= 10*365*24*3600) {
 		return 0
 	}
 	return time.Duration(secs * float64(time.Second))
