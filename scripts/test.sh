@@ -2,7 +2,8 @@
 # Run every test of the repository: a gofmt check, go vet, and
 # go test -race over all packages, including the suite that runs the
 # sidecar against a real OAuth2 server (ORY Hydra, built once into .cache/)
-# and the test that has a real Prometheus server scrape the sidecar.
+# the test that has a real Prometheus server scrape the sidecar, and the
+# tests that render and check the Kubernetes manifests in deploy/.
 #
 # Needs Go and a C compiler (Hydra's SQLite driver uses cgo). When the
 # prometheus binary is missing and apt-get can run, it is installed.
@@ -38,6 +39,11 @@ if [[ "${AUTHPROXY_SKIP_PROMETHEUS:-}" != "1" ]] && ! command -v prometheus >/de
 	else
 		echo "prometheus is missing and cannot be installed here: install the prometheus package, or set AUTHPROXY_SKIP_PROMETHEUS=1" >&2
 	fi
+fi
+
+if ! command -v kubectl >/dev/null && [[ ! -x .cache/bin/kustomize ]]; then
+	step "installing kustomize into .cache/bin (the manifest tests render deploy/ with it)"
+	GOBIN="$repo_root/.cache/bin" go install sigs.k8s.io/kustomize/kustomize/v5@v5.5.0
 fi
 
 step "go test -race ./..."
