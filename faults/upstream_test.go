@@ -451,4 +451,3 @@ func TestUpstream401ChunkedBodyNotReplayed(t *testing.T) {
 		t.Errorf("token requests = %d; want 2", n)
 	}
 }
-
