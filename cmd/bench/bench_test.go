@@ -302,3 +302,34 @@ func TestMarkdownContainsEveryPoint(t *testing.T) {
 		}
 	}
 }
+
+func TestMergeRounds(t *testing.T) {
+	ms := time.Millisecond
+	round := func(requests int64, p99 time.Duration, cpu float64) point {
+		return point{
+			result:             wrkResult{Requests: requests, Duration: time.Second, P50: ms, P99: p99, P999: 2 * p99, Max: p99 * 3},
+			cpuSeconds:         cpu,
+			upstreamCPUSeconds: cpu / 2,
+		}
+	}
+	got := mergeRounds([]point{round(1000, 5*ms, 1), round(3000, 100*ms, 2), round(2000, 7*ms, 3)})
+	if got.result.Requests != 6000 || got.result.Duration != 3*time.Second {
+		t.Errorf("requests and duration got %d in %v; want 6000 in 3s", got.result.Requests, got.result.Duration)
+	}
+	if got.result.P99 != 7*ms {
+		t.Errorf("p99 got %v; want the median 7ms", got.result.P99)
+	}
+	if got.result.P999 != 14*ms {
+		t.Errorf("p99.9 got %v; want the median 14ms", got.result.P999)
+	}
+	if got.result.Max != 300*ms {
+		t.Errorf("max got %v; want 300ms", got.result.Max)
+	}
+	if got.cpuSeconds != 6 || got.upstreamCPUSeconds != 3 {
+		t.Errorf("CPU got %v and upstream %v; want 6 and 3", got.cpuSeconds, got.upstreamCPUSeconds)
+	}
+	direct := mergeRounds([]point{{cpuSeconds: -1}, {cpuSeconds: -1}})
+	if direct.cpuSeconds != -1 {
+		t.Errorf("direct path CPU got %v; want -1", direct.cpuSeconds)
+	}
+}

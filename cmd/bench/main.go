@@ -43,6 +43,7 @@ type options struct {
 	duration time.Duration
 	warmup   time.Duration
 	conns    []int
+	rounds   int
 	timeout  time.Duration
 }
 
@@ -93,6 +94,7 @@ func parseOptions(args []string, output io.Writer) (options, error) {
 	flags.DurationVar(&opts.duration, "duration", 10*time.Second, "measured load per point, whole seconds")
 	flags.DurationVar(&opts.warmup, "warmup", 2*time.Second, "unmeasured load before each point, whole seconds")
 	flags.StringVar(&conns, "conns", "1,16,64,256", "comma-separated keep-alive connection counts")
+	flags.IntVar(&opts.rounds, "rounds", 1, "measured runs per point, interleaved with the other paths; latency percentiles are the median of the rounds")
 	flags.DurationVar(&opts.timeout, "timeout", 30*time.Minute, "limit for the whole run; every process is stopped when it passes")
 	if err := flags.Parse(args); err != nil {
 		return options{}, err
@@ -114,6 +116,9 @@ func parseOptions(args []string, output io.Writer) (options, error) {
 
 	if opts.duration < time.Second {
 		return options{}, fmt.Errorf("invalid -duration %v: wrk needs at least 1s", opts.duration)
+	}
+	if opts.rounds < 1 {
+		return options{}, fmt.Errorf("invalid -rounds %d: use 1 or more", opts.rounds)
 	}
 	if opts.warmup < 0 {
 		return options{}, fmt.Errorf("invalid -warmup %v: use 0s or more", opts.warmup)

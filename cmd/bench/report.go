@@ -64,18 +64,18 @@ func (r *report) markdown() string {
 	r.evaluate()
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Run of %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(&b, "Command: `%s`. Each point: %v of load after %v of warm-up, wrk with keep-alive connections and one thread per core (at most one per connection).\n\n",
-		commandLine(), r.opts.duration, r.opts.warmup)
+	fmt.Fprintf(&b, "Command: `%s`. Each point: %d rounds of %v of load, each after %v of warm-up, by wrk with keep-alive connections and one thread per core (at most one per connection). The rounds of a point are interleaved with the other paths at the same connection count; throughput is their mean and each percentile their median.\n\n",
+		commandLine(), r.opts.rounds, r.opts.duration, r.opts.warmup)
 	m := r.machine
 	fmt.Fprintf(&b, "Machine: %d cores (%s), %s memory, Linux %s, %s, nginx %s, %s.\n\n",
 		m.cores, m.cpuModel, m.memory, m.kernel, m.goVersion, m.nginx, m.wrk)
 	fmt.Fprintf(&b, "Load average (1, 5, 15 minutes) before the load: %s; after: %s.\n\n", m.loadBefore, m.loadAfter)
-	b.WriteString("wrk, the proxy and the upstream share the cores, so the numbers compare the paths with each other on this machine; they are not capacity figures. Added latency is the path's percentile minus the direct path's at the same point. Proxy CPU is user plus system time from /proc/PID/stat (nginx: master and workers), per 10,000 requests.\n\n")
+	b.WriteString("wrk, the proxy and the upstream share the cores, so the numbers compare the paths with each other on this machine; they are not capacity figures. Added latency is the path's percentile minus the direct path's at the same point. Proxy CPU is user plus system time from /proc/PID/stat (nginx: master and workers), per 10,000 requests; the upstream's CPU, a Go net/http server that only responds, gives the scale of Go's per-request cost on the machine.\n\n")
 
 	for _, body := range bodies {
 		fmt.Fprintf(&b, "### %s body\n\n", bodyTitle(body.name))
-		b.WriteString("| connections | path | req/s | p50 | p99 | p99.9 | added p50 | added p99 | proxy CPU s / 10k req |\n")
-		b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		b.WriteString("| connections | path | req/s | p50 | p99 | p99.9 | added p50 | added p99 | proxy CPU s / 10k req | upstream CPU s / 10k req |\n")
+		b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, conns := range r.opts.conns {
 			direct, _ := r.find(targetDirect, body.name, conns)
 			for _, p := range r.points {
@@ -88,9 +88,9 @@ func (r *report) markdown() string {
 					added50 = signedMillis(res.P50 - direct.result.P50)
 					added99 = signedMillis(res.P99 - direct.result.P99)
 				}
-				fmt.Fprintf(&b, "| %d | %s | %.0f | %s | %s | %s | %s | %s | %s |\n",
+				fmt.Fprintf(&b, "| %d | %s | %.0f | %s | %s | %s | %s | %s | %s | %.2f |\n",
 					conns, p.target, res.RequestsPerSecond(), millis(res.P50), millis(res.P99), millis(res.P999),
-					added50, added99, cpuPer10k(p))
+					added50, added99, cpuPer10k(p), p.upstreamCPUSeconds/float64(max(res.Requests, 1))*10000)
 			}
 		}
 		b.WriteString("\n")

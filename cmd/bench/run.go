@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -42,9 +43,10 @@ const startTimeout = 30 * time.Second
 
 // bench holds the processes and addresses of one harness run.
 type bench struct {
-	procs  processes
-	dir    string
-	script string
+	procs    processes
+	dir      string
+	script   string
+	upstream *process
 	// targets are the load targets in round-robin order.
 	targets []*target
 }
@@ -76,6 +78,9 @@ type point struct {
 	// cpuSeconds is the proxy's CPU time during the run, or -1 for the
 	// direct path.
 	cpuSeconds float64
+	// upstreamCPUSeconds is the upstream's CPU time during the run: the
+	// cost of a Go net/http server alone, for scale.
+	upstreamCPUSeconds float64
 }
 
 // bodies are the upstream paths that each round loads.
@@ -101,9 +106,9 @@ func runBench(ctx context.Context, opts options, stdout io.Writer) error {
 	if b.script, err = writeWrkScript(dir); err != nil {
 		return err
 	}
-	rounds := len(opts.conns) * len(bodies) * 4
-	progress("%d points of %v after %v of warm-up each, about %v in all",
-		rounds, opts.duration, opts.warmup, time.Duration(rounds)*(opts.duration+opts.warmup+time.Second))
+	runs := len(opts.conns) * len(bodies) * 4 * opts.rounds
+	progress("%d runs of %v after %v of warm-up each, about %v in all",
+		runs, opts.duration, opts.warmup, time.Duration(runs)*(opts.duration+opts.warmup+time.Second))
 
 	if err := b.start(ctx); err != nil {
 		return err
@@ -216,6 +221,7 @@ func (b *bench) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	b.upstream = upstream
 	bearer := http.Header{"Authorization": {"Bearer readiness-check"}}
 	if err := waitHTTP(ctx, upstream, "http://"+upstreamAddr+smallPath, bearer, http.StatusOK, startTimeout); err != nil {
 		return err
@@ -379,22 +385,76 @@ func (b *bench) startSidecar(ctx context.Context, bin, name, upstreamAddr, token
 	return &target{name: name, baseURL: "http://" + listen, proc: proc, adminURL: "http://" + admin}, nil
 }
 
-// load runs every point: for each connection count, each body and each
-// target in turn, a warm-up run and then a measured one.
+// load runs every point: for each connection count, opts.rounds times
+// each body and each target in turn, a warm-up run and then a measured
+// one. Rounds of one point are merged by mergeRounds.
 func (b *bench) load(ctx context.Context, opts options) ([]point, error) {
 	var points []point
 	for _, conns := range opts.conns {
+		rounds := map[string][]point{}
+		for range opts.rounds {
+			for _, body := range bodies {
+				for _, t := range b.targets {
+					p, err := b.measure(ctx, opts, t, body.name, body.path, conns)
+					if err != nil {
+						return nil, err
+					}
+					key := t.name + " " + body.name
+					rounds[key] = append(rounds[key], p)
+				}
+			}
+		}
 		for _, body := range bodies {
 			for _, t := range b.targets {
-				p, err := b.measure(ctx, opts, t, body.name, body.path, conns)
-				if err != nil {
-					return nil, err
-				}
-				points = append(points, p)
+				points = append(points, mergeRounds(rounds[t.name+" "+body.name]))
 			}
 		}
 	}
 	return points, nil
+}
+
+// mergeRounds combines the rounds of one point: requests, bytes, errors,
+// durations and CPU times add up, so throughput is the mean over all
+// rounds, and each latency percentile is the median of the rounds' values,
+// so one round disturbed by other work on the machine does not decide it.
+func mergeRounds(rounds []point) point {
+	merged := rounds[0]
+	if len(rounds) == 1 {
+		return merged
+	}
+	r := &merged.result
+	for _, p := range rounds[1:] {
+		o := p.result
+		r.Requests += o.Requests
+		r.Duration += o.Duration
+		r.Bytes += o.Bytes
+		r.ConnectErrors += o.ConnectErrors
+		r.ReadErrors += o.ReadErrors
+		r.WriteErrors += o.WriteErrors
+		r.StatusErrors += o.StatusErrors
+		r.Timeouts += o.Timeouts
+		r.Max = max(r.Max, o.Max)
+		if merged.cpuSeconds >= 0 {
+			merged.cpuSeconds += p.cpuSeconds
+		}
+		merged.upstreamCPUSeconds += p.upstreamCPUSeconds
+	}
+	median := func(get func(wrkResult) time.Duration) time.Duration {
+		values := make([]time.Duration, len(rounds))
+		for i, p := range rounds {
+			values[i] = get(p.result)
+		}
+		slices.Sort(values)
+		if n := len(values); n%2 == 0 {
+			return (values[n/2-1] + values[n/2]) / 2
+		}
+		return values[len(values)/2]
+	}
+	r.P50 = median(func(w wrkResult) time.Duration { return w.P50 })
+	r.P90 = median(func(w wrkResult) time.Duration { return w.P90 })
+	r.P99 = median(func(w wrkResult) time.Duration { return w.P99 })
+	r.P999 = median(func(w wrkResult) time.Duration { return w.P999 })
+	return merged
 }
 
 func (b *bench) measure(ctx context.Context, opts options, t *target, body, path string, conns int) (point, error) {
@@ -413,11 +473,19 @@ func (b *bench) measure(ctx context.Context, opts options, t *target, body, path
 	if err != nil {
 		return point{}, err
 	}
+	upstreamBefore, err := cpuSeconds(b.upstream.pid())
+	if err != nil {
+		return point{}, err
+	}
 	res, err := runWrk(ctx, b.script, url, t.header, conns, opts.duration)
 	if err != nil {
 		return point{}, err
 	}
 	after, err := b.cpu(t)
+	if err != nil {
+		return point{}, err
+	}
+	upstreamAfter, err := cpuSeconds(b.upstream.pid())
 	if err != nil {
 		return point{}, err
 	}
@@ -434,7 +502,14 @@ func (b *bench) measure(ctx context.Context, opts options, t *target, body, path
 	}
 	progress("%-16s %-5s c=%-3d %8.0f req/s  p50 %-8v p99 %-8v p99.9 %v",
 		t.name, body, conns, res.RequestsPerSecond(), res.P50, res.P99, res.P999)
-	return point{target: t.name, body: body, conns: conns, result: res, cpuSeconds: cpu}, nil
+	return point{
+		target:             t.name,
+		body:               body,
+		conns:              conns,
+		result:             res,
+		cpuSeconds:         cpu,
+		upstreamCPUSeconds: upstreamAfter - upstreamBefore,
+	}, nil
 }
 
 // cpu returns the CPU seconds used so far by the target's proxy, or 0 for
