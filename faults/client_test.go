@@ -166,8 +166,8 @@ func TestClientOversizedHeaders(t *testing.T) {
 
 // TestClientRequestTargetsRejected sends request targets that would make
 // the sidecar an open forward proxy. Nothing may reach the upstream or a
-// decoy loopback server that the targets name; other.example is never
-// resolved or contacted, and no server for it exists.
+// decoy loopback server that the targets name. The sidecar never resolves
+// or contacts other.example, and no server for it exists.
 func TestClientRequestTargetsRejected(t *testing.T) {
 	watch := newLeakWatch()
 	endpoint := newTokenEndpoint(t, watch)
@@ -192,7 +192,7 @@ func TestClientRequestTargetsRejected(t *testing.T) {
 		{"connect", "CONNECT other.example:443 HTTP/1.1\r\nHost: other.example:443\r\n\r\n", http.StatusMethodNotAllowed},
 		{"connect to decoy", "CONNECT " + decoyAddr + " HTTP/1.1\r\nHost: " + decoyAddr + "\r\n\r\n", http.StatusMethodNotAllowed},
 		{"asterisk", "GET * HTTP/1.1\r\nHost: sidecar\r\n\r\n", http.StatusBadRequest},
-		// net/http answers OPTIONS * itself with an empty 200, before
+		// net/http responds to OPTIONS * itself with an empty 200, before
 		// any handler runs.
 		{"options asterisk", "OPTIONS * HTTP/1.1\r\nHost: sidecar\r\n\r\n", http.StatusOK},
 	}

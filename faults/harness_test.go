@@ -45,8 +45,8 @@ type config struct {
 	upstream string
 	method   tokencache.AuthMethod
 	secret   tokencache.SecretSource
-	// onCredentialError runs after an invalid_client answer, as main.go
-	// re-reads CLIENT_SECRET_FILE there.
+	// onCredentialError runs after an invalid_client response, where
+	// main.go re-reads CLIENT_SECRET_FILE.
 	onCredentialError func()
 
 	tokenTimeout          time.Duration
@@ -330,7 +330,7 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// tokenEndpoint is a loopback token endpoint whose answers a test sets. It
+// tokenEndpoint is a loopback token endpoint whose responses a test sets. It
 // gives each request a fresh random token value, registered with the leak
 // watch, and records when each request arrived.
 type tokenEndpoint struct {
@@ -377,7 +377,7 @@ func (e *tokenEndpoint) serve(w http.ResponseWriter, r *http.Request) {
 	respond(w, r, token)
 }
 
-// setResponder replaces how the endpoint answers.
+// setResponder replaces the function that writes each response.
 func (e *tokenEndpoint) setResponder(f func(w http.ResponseWriter, r *http.Request, token string)) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -183,15 +183,21 @@ func TestProcessSIGTERMUnderLoad(t *testing.T) {
 	p.signal(t, syscall.SIGTERM)
 
 	// During SHUTDOWN_DELAY the sidecar reports not ready but serves.
-	resp, err := http.Get(p.adminURL + "/readyz")
-	if err != nil {
-		t.Fatalf("GET /readyz during the shutdown delay: %v", err)
-	}
+	var lastStatus int
 	var ready map[string]string
-	_ = json.NewDecoder(resp.Body).Decode(&ready)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable || ready["reason"] != "shutting down" {
-		t.Errorf("/readyz during the shutdown delay = %d %v; want 503 with reason shutting down", resp.StatusCode, ready)
+	awaitTrue(t, 2*time.Second, "/readyz reports shutting down", func() bool {
+		resp, err := http.Get(p.adminURL + "/readyz")
+		if err != nil {
+			t.Fatalf("GET /readyz during the shutdown delay: %v", err)
+		}
+		defer resp.Body.Close()
+		ready = nil
+		_ = json.NewDecoder(resp.Body).Decode(&ready)
+		lastStatus = resp.StatusCode
+		return lastStatus != http.StatusOK
+	})
+	if lastStatus != http.StatusServiceUnavailable || ready["reason"] != "shutting down" {
+		t.Errorf("/readyz during the shutdown delay = %d %v; want 503 with reason shutting down", lastStatus, ready)
 	}
 
 	if code := p.wait(t, 10*time.Second); code != 0 {

@@ -186,7 +186,7 @@ func TestTokenEndpointErrorStatus(t *testing.T) {
 	}
 }
 
-// TestTokenEndpointEchoesCredentials answers with a 500 page that repeats
+// TestTokenEndpointEchoesCredentials sends a 500 page that repeats
 // the whole token request, credentials included, as some misconfigured
 // gateways do. The leak check of startSidecar then proves that neither
 // the logs, /metrics nor the cache status repeat them.
