@@ -627,10 +627,16 @@ func (s *sidecar) requests(method, code string) float64 {
 }
 
 // checkLogged checks that a log entry containing snippet was written at
-// level.
+// level. It waits up to 2s for the entry, because the background refresh
+// loop may log a failure after a client already got its 503.
 func (s *sidecar) checkLogged(t *testing.T, level zapcore.Level, snippet string) {
 	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
 	entries := s.Logs.FilterMessageSnippet(snippet).All()
+	for len(entries) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+		entries = s.Logs.FilterMessageSnippet(snippet).All()
+	}
 	if len(entries) == 0 {
 		t.Errorf("no log entry contains %q; entries: %s", snippet, s.messages())
 		return
