@@ -132,10 +132,10 @@ func TestUpstreamResetMidResponse(t *testing.T) {
 			t.Errorf("the client read a complete response (status %d, %d bytes); want an error", resp.StatusCode, len(body))
 		}
 	}
-	// NOTE: nothing counts this failure: no upstream error, and no
-	// authproxy_requests_total sample, because ReverseProxy aborts the
-	// handler with a panic before the instrumentation records it.
-	checkUpstreamErrors(t, s, 0, 0, 0)
+	// ReverseProxy aborts the handler with a panic; the proxy counts the
+	// failure before passing the panic on.
+	checkUpstreamErrors(t, s, 0, 0, 1)
+	s.checkLogged(t, zapcore.WarnLevel, "upstream response broke off after its headers were sent; the client's connection was closed")
 
 	s.checkServes(t, client)
 	if n := accepted.Load(); n != 2 {

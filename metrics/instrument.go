@@ -45,7 +45,13 @@ func (h *instrumentedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) 
 	h.m.InFlight.Inc()
 	defer h.m.InFlight.Dec()
 	rec := &statusRecorder{ResponseWriter: w}
+	// Deferred, so that a response ReverseProxy aborts with a panic after
+	// writing its status is still counted, under that status.
+	defer h.record(r, rec, start)
 	h.next.ServeHTTP(rec, r)
+}
+
+func (h *instrumentedHandler) record(r *http.Request, rec *statusRecorder, start time.Time) {
 	s := h.lookup(seriesKey{methodLabel(r.Method), codeLabel(rec.status)})
 	s.requests.Inc()
 	s.duration.Observe(time.Since(start).Seconds())

@@ -122,7 +122,30 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 			"the request lacks the header that this sidecar requires")
 		return
 	}
+	defer func() {
+		if v := recover(); v != nil {
+			p.aborted(r, v)
+		}
+	}()
 	p.rp.ServeHTTP(w, r)
+}
+
+// aborted counts and logs a response that ReverseProxy abandoned after
+// sending its headers, then re-panics with v so that net/http closes the
+// connection. ReverseProxy panics with http.ErrAbortHandler when copying the
+// body fails: either the upstream broke off or the client went away.
+func (p *Proxy) aborted(r *http.Request, v any) {
+	if v == http.ErrAbortHandler {
+		if r.Context().Err() != nil {
+			p.metrics.ClientCanceled.Inc()
+			p.debug("client went away during the response", r)
+		} else {
+			p.metrics.UpstreamErrors.WithLabelValues(metrics.UpstreamOther).Inc()
+			p.log.Warn("upstream response broke off after its headers were sent; the client's connection was closed",
+				zap.String("method", r.Method))
+		}
+	}
+	panic(v)
 }
 
 func (p *Proxy) hasRequiredHeader(r *http.Request) bool {
