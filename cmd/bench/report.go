@@ -67,7 +67,7 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "Command: `%s`. Each point: %d rounds of %v of load, each after %v of warm-up, by wrk with keep-alive connections and one thread per core (at most one per connection). The rounds of a point are interleaved with the other paths at the same connection count; throughput is their mean and each percentile their median.\n\n",
 		commandLine(), r.opts.rounds, r.opts.duration, r.opts.warmup)
 	m := r.machine
-	fmt.Fprintf(&b, "Machine: %d cores (%s), %s memory, Linux %s, %s, nginx %s, %s.\n\n",
+	fmt.Fprintf(&b, "Machine: %d cores (%s), %s memory, Linux %s, %s, %s, %s.\n\n",
 		m.cores, m.cpuModel, m.memory, m.kernel, m.goVersion, m.nginx, m.wrk)
 	fmt.Fprintf(&b, "Load average (1, 5, 15 minutes) before the load: %s; after: %s.\n\n", m.loadBefore, m.loadAfter)
 	b.WriteString("wrk, the proxy and the upstream share the cores, so the numbers compare the paths with each other on this machine; they are not capacity figures. Added latency is the path's percentile minus the direct path's at the same point. Proxy CPU is user plus system time from /proc/PID/stat (nginx: master and workers), per 10,000 requests; the upstream's CPU, a Go net/http server that only responds, gives the scale of Go's per-request cost on the machine.\n\n")

@@ -413,10 +413,10 @@ func (b *bench) load(ctx context.Context, opts options) ([]point, error) {
 	return points, nil
 }
 
-// mergeRounds combines the rounds of one point: requests, bytes, errors,
+// mergeRounds combines the rounds of one point. Requests, bytes, errors,
 // durations and CPU times add up, so throughput is the mean over all
-// rounds, and each latency percentile is the median of the rounds' values,
-// so one round disturbed by other work on the machine does not decide it.
+// rounds. Each latency percentile is the median of the rounds' values, so
+// that one round disturbed by other work on the machine does not decide it.
 func mergeRounds(rounds []point) point {
 	merged := rounds[0]
 	if len(rounds) == 1 {
