@@ -8,11 +8,13 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
 
+	"github.com/authproxy/authproxy/proxy"
 	"github.com/authproxy/authproxy/tokencache"
 )
 
@@ -57,7 +59,7 @@ type Config struct {
 	ShutdownDelay              time.Duration `env:"SHUTDOWN_DELAY" envDefault:"0s" help:"time between reporting not ready and closing the listener after SIGTERM"`
 	ReadHeaderTimeout          time.Duration `env:"READ_HEADER_TIMEOUT" envDefault:"10s" help:"time limit for a client to send request headers"`
 	IdleTimeout                time.Duration `env:"IDLE_TIMEOUT" envDefault:"120s" help:"how long an idle client keep-alive connection stays open"`
-	MaxHeaderBytes             int           `env:"MAX_HEADER_BYTES" envDefault:"65536" help:"largest request header block accepted from a client, in bytes; larger ones get 431"`
+	MaxHeaderBytes             int           `env:"MAX_HEADER_BYTES" envDefault:"65536" help:"largest request header block accepted from a client, in bytes (net/http allows 4096 bytes more); larger ones get 431"`
 	MaxReplayBodyBytes         int64         `env:"MAX_REPLAY_BODY_BYTES" envDefault:"1048576" help:"largest request body buffered so the request can be replayed after a 401, in bytes; 0 turns replay of bodies off"`
 
 	// derived values, filled by validate.
@@ -152,9 +154,20 @@ func (c *Config) validate(invalid map[string]bool) []error {
 				add("CLIENT_SECRET_FILE: %v", err)
 			}
 		}
+		if c.ClientPrivateKeyFile != "" {
+			add("CLIENT_PRIVATE_KEY_FILE is set but TOKEN_AUTH_METHOD is %s, which does not use it; set TOKEN_AUTH_METHOD=private_key_jwt or remove the key file setting", c.TokenAuthMethod)
+		}
 	case tokencache.PrivateKeyJWT:
-		if c.ClientPrivateKeyFile == "" {
-			add("CLIENT_PRIVATE_KEY_FILE is missing: private_key_jwt needs a PEM private key file")
+		switch {
+		case c.ClientPrivateKeyFile == "":
+			add("CLIENT_PRIVATE_KEY_FILE is missing: private_key_jwt needs a PEM private key (RSA or EC), for example CLIENT_PRIVATE_KEY_FILE=/var/run/secrets/authproxy/client-key.pem")
+		default:
+			if _, err := tokencache.NewAssertionSigner(c.ClientPrivateKeyFile, c.ClientID, c.ClientKeyID); err != nil {
+				add("CLIENT_PRIVATE_KEY_FILE: %v; use a PEM file holding an RSA (2048 bits or more) or EC P-256/P-384/P-521 private key", err)
+			}
+		}
+		if c.ClientSecret != "" || c.ClientSecretFile != "" {
+			add("CLIENT_SECRET or CLIENT_SECRET_FILE is set but private_key_jwt does not use a secret; remove it")
 		}
 	default:
 		add("TOKEN_AUTH_METHOD: %q is not supported; use client_secret_basic, client_secret_post or private_key_jwt", c.TokenAuthMethod)
@@ -175,6 +188,12 @@ func (c *Config) validate(invalid map[string]bool) []error {
 		}
 	case c.upstream != nil:
 		c.tokenURL = c.upstream.JoinPath("/api/auth/oauth2/token")
+	}
+
+	if c.CAFile != "" {
+		if _, err := proxy.TLSConfig(c.CAFile); err != nil {
+			add("CA_FILE: %v; point it at a PEM bundle of CA certificates", err)
+		}
 	}
 
 	c.scopes = strings.Fields(c.Scopes)
@@ -267,6 +286,8 @@ func (c *Config) checkURL(key, raw string) (*url.URL, error) {
 		return nil, fmt.Errorf("%s: %q has no host; use a form such as https://api.example.com", key, raw)
 	case u.User != nil:
 		return nil, fmt.Errorf("%s: credentials in the URL are not allowed; use CLIENT_ID and CLIENT_SECRET", key)
+	case u.Port() != "" && !validPort(u.Port()):
+		return nil, fmt.Errorf("%s: %q has an invalid port; use a number from 1 to 65535", key, raw)
 	case u.Fragment != "":
 		return nil, fmt.Errorf("%s: %q has a fragment (#...); remove it", key, raw)
 	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()) && !c.AllowInsecureHTTP:
@@ -291,6 +312,11 @@ func (c *Config) checkListenAddrs() []error {
 		errs = append(errs, fmt.Errorf("LISTEN_ADDR and ADMIN_ADDR are both %q; give the admin port its own address, such as :9090", c.ListenAddr))
 	}
 	return errs
+}
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 // isLoopbackHost reports whether host is localhost or a loopback IP.

@@ -84,7 +84,7 @@ func run(args []string, env map[string]string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := serve(ctx, cfg, log); err != nil {
+	if err := serve(ctx, cfg, log); err != nil && ctx.Err() == nil {
 		log.Error("sidecar stopped", zap.Error(err))
 		return 1
 	}

@@ -91,6 +91,13 @@ func TestLoadConfig_Errors(t *testing.T) {
 		{"header without value", map[string]string{"REQUIRED_HEADER_NAME": "X-Key"}, []string{"REQUIRED_HEADER_NAME and REQUIRED_HEADER_VALUE"}},
 		{"margin below leeway", map[string]string{"TOKEN_REFRESH_MIN_MARGIN": "1s", "TOKEN_EXPIRY_LEEWAY": "2s"}, []string{"TOKEN_REFRESH_MIN_MARGIN"}},
 		{"key file missing for jwt", map[string]string{"TOKEN_AUTH_METHOD": "private_key_jwt", "CLIENT_SECRET": ""}, []string{"CLIENT_PRIVATE_KEY_FILE is missing"}},
+		{"unreadable key file", map[string]string{"TOKEN_AUTH_METHOD": "private_key_jwt", "CLIENT_SECRET": "", "CLIENT_PRIVATE_KEY_FILE": "/nonexistent/key.pem"}, []string{"CLIENT_PRIVATE_KEY_FILE: read private key"}},
+		{"key file is not a key", map[string]string{"TOKEN_AUTH_METHOD": "private_key_jwt", "CLIENT_SECRET": "", "CLIENT_PRIVATE_KEY_FILE": secretFile}, []string{"CLIENT_PRIVATE_KEY_FILE: no PEM block"}},
+		{"secret with jwt", map[string]string{"TOKEN_AUTH_METHOD": "private_key_jwt", "CLIENT_PRIVATE_KEY_FILE": "/nonexistent/key.pem"}, []string{"private_key_jwt does not use a secret"}},
+		{"key file with basic", map[string]string{"CLIENT_PRIVATE_KEY_FILE": "/x.pem"}, []string{"CLIENT_PRIVATE_KEY_FILE is set but TOKEN_AUTH_METHOD is client_secret_basic"}},
+		{"missing CA file", map[string]string{"CA_FILE": "/nonexistent/ca.pem"}, []string{"CA_FILE: read CA file"}},
+		{"CA file without certificates", map[string]string{"CA_FILE": secretFile}, []string{"CA_FILE:", "no PEM certificate"}},
+		{"port out of range", map[string]string{"UPSTREAM_URL": "http://127.0.0.1:99999"}, []string{"UPSTREAM_URL:", "invalid port"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -454,3 +454,26 @@ func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\r\n")
 	return line
 }
+
+func TestProxy_MalformedClientBodyIsClientError(t *testing.T) {
+	_, srv := startTaskmaster(t, time.Hour)
+	sc := startSidecar(t, options{tokenURL: tokenURL(srv), upstream: srv.URL})
+	waitReady(t, sc.cache)
+	resp, err := sendRaw(t, sc.url, "POST /api/tasks HTTP/1.1\r\nHost: localhost\r\n"+
+		"Transfer-Encoding: chunked\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"+
+		"zz\r\nnot a chunk\r\n0\r\n\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(resp, "HTTP/1.1 400") {
+		t.Errorf("response = %q; want 400 for a malformed chunked body", firstLine(resp))
+	}
+	if !strings.Contains(resp, `"error":"invalid_request"`) {
+		t.Errorf("response body lacks invalid_request: %q", resp)
+	}
+	for _, kind := range []string{metrics.UpstreamUnreachable, metrics.UpstreamTimeout, metrics.UpstreamOther} {
+		if got := testutil.ToFloat64(sc.metrics.UpstreamErrors.WithLabelValues(kind)); got != 0 {
+			t.Errorf("upstream_errors_total{kind=%q} = %v; want 0 for a client's mistake", kind, got)
+		}
+	}
+}

@@ -119,6 +119,7 @@ func (t *authTransport) bufferBody(req *http.Request) error {
 	}
 	if req.ContentLength <= 0 || req.ContentLength > t.maxReplay {
 		req.GetBody = nil
+		req.Body = clientBody{req.Body}
 		return nil
 	}
 	buf := make([]byte, req.ContentLength)
@@ -159,6 +160,19 @@ func (t *authTransport) replay(req *http.Request, resp *http.Response, rejected 
 	again.Header["Authorization"] = fresh.AuthorizationHeader()
 	t.metrics.Replays.WithLabelValues("replayed").Inc()
 	return t.base.RoundTrip(again)
+}
+
+// clientBody marks errors reading a streamed request body as the client's,
+// so that a malformed or broken upload is answered 400 and not counted as an
+// upstream failure. http.Transport returns a body read error as it is.
+type clientBody struct{ io.ReadCloser }
+
+func (b clientBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = errRequestBody{err}
+	}
+	return n, err
 }
 
 // drain reads a little of an unwanted body so that its connection can be

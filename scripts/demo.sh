@@ -18,6 +18,13 @@ mkdir -p "$bin" "$logs"
 
 say() { printf '\n== %s\n' "$*"; }
 
+for port in 8080 8081 9090; do
+	if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+		echo "demo: 127.0.0.1:$port is already in use (another demo still running?); stop that process first" >&2
+		exit 1
+	fi
+done
+
 say "building authproxy and the local Taskmaster"
 (cd "$repo_root" && go build -o "$bin/authproxy" . && go build -o "$bin/taskmaster" ./cmd/taskmaster)
 
@@ -51,6 +58,11 @@ for _ in $(seq 1 100); do
 	fi
 	sleep 0.1
 done
+if ! kill -0 "${pids[1]}" 2>/dev/null; then
+	echo "demo: the sidecar exited; its log follows" >&2
+	cat "$logs/authproxy.log" >&2
+	exit 1
+fi
 curl -sS http://127.0.0.1:9090/readyz
 
 say "curl http://localhost:8080/api/tasks   (no credentials)"
