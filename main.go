@@ -180,6 +180,9 @@ func serve(ctx context.Context, cfg *Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	// NOTE: there is no ReadTimeout, because it would cut off long uploads
+	// and streams; a client that stalls in the middle of a request body
+	// holds its upstream request open until the client goes away.
 	proxySrv := &http.Server{
 		Handler:           px,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,

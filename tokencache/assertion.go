@@ -22,6 +22,9 @@ import (
 // to outlive one token request.
 const assertionLifetime = time.Minute
 
+// TODO: Microsoft Entra ID expects an x5t#S256 certificate thumbprint in the
+// assertion header for certificate credentials; only kid is sent here.
+
 // KeySigner signs client assertions (RFC 7523 section 2.2) with a private
 // key: RS256 for RSA keys, ES256, ES384 or ES512 for EC keys by curve.
 type KeySigner struct {
