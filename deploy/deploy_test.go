@@ -305,7 +305,7 @@ func TestSecurityAndResources(t *testing.T) {
 	base := render(t, "base")
 	expected := map[string]string{
 		"requests/cpu": "10m", "requests/memory": "32Mi",
-		"limits/cpu": "500m", "limits/memory": "64Mi",
+		"limits/cpu": "500m", "limits/memory": "96Mi",
 	}
 	for key, want := range expected {
 		kind, resource, _ := strings.Cut(key, "/")
