@@ -477,3 +477,25 @@ func TestProxy_MalformedClientBodyIsClientError(t *testing.T) {
 		}
 	}
 }
+
+func TestProxy_PassesEncodingThrough(t *testing.T) {
+	_, srv := startTaskmaster(t, time.Hour)
+	var acceptEncoding atomic.Pointer[string]
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ae := r.Header.Get("Accept-Encoding")
+		acceptEncoding.Store(&ae)
+		_, _ = io.WriteString(w, "plain")
+	}))
+	t.Cleanup(upstream.Close)
+	sc := startSidecar(t, options{tokenURL: tokenURL(srv), upstream: upstream.URL})
+	resp, err := sendRaw(t, sc.url, "GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(resp, "HTTP/1.1 200") {
+		t.Fatalf("response = %q; want 200", firstLine(resp))
+	}
+	if got := acceptEncoding.Load(); got == nil || *got != "" {
+		t.Errorf("upstream Accept-Encoding = %q; want none, as the client sent none", *got)
+	}
+}
