@@ -303,12 +303,12 @@ func classify(err error, info *responseInfo, secret string) *FetchError {
 	fe := &FetchError{Err: redactedError{err, secret}}
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
-		fe.Code = re.ErrorCode
+		fe.Code = sanitize(re.ErrorCode, secret, 64)
 		fe.Description = sanitize(re.ErrorDescription, secret, 200)
 		fe.Err = nil
 		if re.Response != nil {
 			fe.Status = re.Response.StatusCode
-			fe.ContentType = re.Response.Header.Get("Content-Type")
+			fe.ContentType = sanitize(re.Response.Header.Get("Content-Type"), secret, 100)
 			if fe.Status == http.StatusTooManyRequests || fe.Status == http.StatusServiceUnavailable {
 				fe.RetryAfter = parseRetryAfter(re.Response.Header.Get("Retry-After"), time.Now())
 			}
@@ -330,7 +330,7 @@ func classify(err error, info *responseInfo, secret string) *FetchError {
 		// empty, or without access_token.
 		fe.Kind = KindBadResponse
 		fe.Status = info.status
-		fe.ContentType = info.contentType
+		fe.ContentType = sanitize(info.contentType, secret, 100)
 		fe.Excerpt = sanitize(info.excerpt(), secret, 200)
 	default:
 		fe.Kind = KindNetwork
