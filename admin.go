@@ -15,7 +15,8 @@ import (
 
 // admin serves the metrics and health endpoints.
 type admin struct {
-	cache    *tokencache.Cache
+	// cache is nil until the token cache exists.
+	cache    atomic.Pointer[tokencache.Cache]
 	stopping atomic.Bool
 }
 
@@ -38,10 +39,13 @@ func (a *admin) handler(reg *prometheus.Registry, log *zap.Logger) http.Handler 
 // readyz responds 200 while a valid token is held and the sidecar is not
 // shutting down.
 func (a *admin) readyz(w http.ResponseWriter, r *http.Request) {
+	cache := a.cache.Load()
 	switch {
 	case a.stopping.Load():
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "shutting down"})
-	case !a.cache.Ready():
+	case cache == nil:
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "starting"})
+	case !cache.Ready():
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "no valid token"})
 	default:
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -58,7 +62,12 @@ type tokenStatus struct {
 // tokenz reports the token's times and the last fetch outcome, never the
 // token or the secret.
 func (a *admin) tokenz(w http.ResponseWriter, r *http.Request) {
-	s := tokenStatus{Status: a.cache.Status()}
+	cache := a.cache.Load()
+	if cache == nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting"})
+		return
+	}
+	s := tokenStatus{Status: cache.Status()}
 	now := time.Now()
 	if s.Obtained != nil {
 		age := now.Sub(*s.Obtained).Seconds()

@@ -47,7 +47,7 @@ const discoveryAttempts = 5
 // discover reads the issuer's metadata, trying the OpenID Connect location
 // first and then the RFC 8414 one, with retries for network failures.
 func discover(ctx context.Context, client *http.Client, issuer string, log *zap.Logger) (*serverMetadata, error) {
-	log.Info("reading the issuer's metadata to find the token endpoint; the ports open once it is known",
+	log.Info("reading the issuer's metadata to find the token endpoint; until then the proxy returns 503",
 		zap.String("issuer", issuer))
 	var lastErr error
 	delay := time.Second

@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -112,16 +113,99 @@ func newLogger(cfg *Config, out io.Writer) (*zap.Logger, error) {
 	return zap.New(core), nil
 }
 
-// serve runs the sidecar until ctx ends, then shuts down gracefully.
+// serve runs the sidecar until ctx ends, then shuts down gracefully. Both
+// ports open first: until the token cache and proxy exist, which with
+// ISSUER_URL waits for the issuer's metadata, /healthz answers, /readyz
+// reports "starting" and proxied requests get 503.
 func serve(ctx context.Context, cfg *Config, log *zap.Logger) error {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, version)
-
-	fetcher, secretFile, err := newFetcher(ctx, cfg, log)
+	proxyLn, adminLn, err := listen(cfg)
 	if err != nil {
 		return err
 	}
-	cache, err := tokencache.New(tokencache.Config{
+	serverLog, err := zap.NewStdLogAt(log.Named("http"), zap.WarnLevel)
+	if err != nil {
+		return err
+	}
+	adm := &admin{}
+	handler := &switchHandler{}
+	handler.set(m.InstrumentHandler(proxy.Starting()))
+	// NOTE: there is no ReadTimeout, because it would cut off long uploads
+	// and streams; a client that stalls in the middle of a request body
+	// holds its upstream request open until the client goes away.
+	proxySrv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          serverLog,
+	}
+	adminSrv := &http.Server{
+		Handler:           adm.handler(reg, log),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       cfg.IdleTimeout,
+		ErrorLog:          serverLog,
+	}
+	logStart(log, cfg, proxyLn.Addr(), adminLn.Addr())
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- serveListener(proxySrv, proxyLn) }()
+	go func() { serveErr <- serveListener(adminSrv, adminLn) }()
+
+	var wg sync.WaitGroup
+	background, cancelBackground := context.WithCancel(context.Background())
+	defer func() {
+		cancelBackground()
+		wg.Wait()
+	}()
+	cache, px, secretFile, cleanup, err := build(ctx, cfg, log, m)
+	if err != nil {
+		shutdown(log, cfg, adm, proxySrv, adminSrv)
+		return err
+	}
+	defer cleanup()
+	wg.Go(func() { cache.Run(background) })
+	if secretFile != nil {
+		wg.Go(func() { secretFile.Watch(background, secretPollInterval, cache.CredentialsChanged) })
+	}
+	wg.Go(func() { watchHangup(background, log, secretFile, cache) })
+	adm.cache.Store(cache)
+	handler.set(px)
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		return err
+	}
+	shutdown(log, cfg, adm, proxySrv, adminSrv)
+	return nil
+}
+
+// listen opens the proxy and admin listeners, so that a port in use is
+// reported before anything else starts.
+func listen(cfg *Config) (proxyLn, adminLn net.Listener, err error) {
+	proxyLn, err = net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("LISTEN_ADDR: %w; stop the process using that port or choose another", err)
+	}
+	adminLn, err = net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		proxyLn.Close()
+		return nil, nil, fmt.Errorf("ADMIN_ADDR: %w; stop the process using that port or choose another", err)
+	}
+	return proxyLn, adminLn, nil
+}
+
+// build creates the token cache and the proxy handler. cleanup closes the
+// cache and the upstream connections.
+func build(ctx context.Context, cfg *Config, log *zap.Logger, m *metrics.Metrics) (
+	cache *tokencache.Cache, px http.Handler, secretFile *tokencache.SecretFile, cleanup func(), err error,
+) {
+	fetcher, secretFile, err := newFetcher(ctx, cfg, log)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	cache, err = tokencache.New(tokencache.Config{
 		Fetcher:               fetcher,
 		Timeout:               cfg.TokenTimeout,
 		DefaultLifetime:       cfg.TokenDefaultLifetime,
@@ -140,19 +224,21 @@ func serve(ctx context.Context, cfg *Config, log *zap.Logger) error {
 		},
 	})
 	if err != nil {
-		return err
+		return nil, nil, nil, nil, err
 	}
-	defer cache.Close()
-
 	transport, err := proxy.NewTransport(proxy.TransportConfig{
 		CAFile:                cfg.CAFile,
 		ResponseHeaderTimeout: cfg.UpstreamTimeout,
 	})
 	if err != nil {
-		return fmt.Errorf("CA_FILE: %w", err)
+		cache.Close()
+		return nil, nil, nil, nil, fmt.Errorf("CA_FILE: %w", err)
 	}
-	defer transport.CloseIdleConnections()
-	px, err := proxy.New(proxy.Config{
+	cleanup = func() {
+		cache.Close()
+		transport.CloseIdleConnections()
+	}
+	px, err = proxy.New(proxy.Config{
 		Upstream:       cfg.upstream,
 		Tokens:         cache,
 		Transport:      transport,
@@ -163,64 +249,22 @@ func serve(ctx context.Context, cfg *Config, log *zap.Logger) error {
 		Metrics:        m,
 	})
 	if err != nil {
-		return err
+		cleanup()
+		return nil, nil, nil, nil, err
 	}
-	adm := &admin{cache: cache}
+	return cache, px, secretFile, cleanup, nil
+}
 
-	proxyLn, err := net.Listen("tcp", cfg.ListenAddr)
-	if err != nil {
-		return fmt.Errorf("LISTEN_ADDR: %w; stop the process using that port or choose another", err)
-	}
-	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
-	if err != nil {
-		proxyLn.Close()
-		return fmt.Errorf("ADMIN_ADDR: %w; stop the process using that port or choose another", err)
-	}
-	serverLog, err := zap.NewStdLogAt(log.Named("http"), zap.WarnLevel)
-	if err != nil {
-		return err
-	}
-	// NOTE: there is no ReadTimeout, because it would cut off long uploads
-	// and streams; a client that stalls in the middle of a request body
-	// holds its upstream request open until the client goes away.
-	proxySrv := &http.Server{
-		Handler:           px,
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		IdleTimeout:       cfg.IdleTimeout,
-		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		ErrorLog:          serverLog,
-	}
-	adminSrv := &http.Server{
-		Handler:           adm.handler(reg, log),
-		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       cfg.IdleTimeout,
-		ErrorLog:          serverLog,
-	}
+// switchHandler serves the handler set last. It lets the proxy port answer
+// while the proxy itself is still being built.
+type switchHandler struct {
+	current atomic.Pointer[http.Handler]
+}
 
-	logStart(log, cfg, proxyLn.Addr(), adminLn.Addr())
-	var wg sync.WaitGroup
-	background, cancelBackground := context.WithCancel(context.Background())
-	defer cancelBackground()
-	wg.Go(func() { cache.Run(background) })
-	if secretFile != nil {
-		wg.Go(func() { secretFile.Watch(background, secretPollInterval, cache.CredentialsChanged) })
-	}
-	wg.Go(func() { watchHangup(background, log, secretFile, cache) })
-	serveErr := make(chan error, 2)
-	go func() { serveErr <- serveListener(proxySrv, proxyLn) }()
-	go func() { serveErr <- serveListener(adminSrv, adminLn) }()
+func (s *switchHandler) set(h http.Handler) { s.current.Store(&h) }
 
-	select {
-	case <-ctx.Done():
-	case err := <-serveErr:
-		cancelBackground()
-		wg.Wait()
-		return err
-	}
-	shutdown(log, cfg, adm, proxySrv, adminSrv)
-	cancelBackground()
-	wg.Wait()
-	return nil
+func (s *switchHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(*s.current.Load()).ServeHTTP(w, r)
 }
 
 func serveListener(srv *http.Server, ln net.Listener) error {
@@ -273,6 +317,14 @@ func watchHangup(ctx context.Context, log *zap.Logger, secretFile *tokencache.Se
 	}
 }
 
+// tokenURLField names the token endpoint, or the issuer it will come from.
+func tokenURLField(cfg *Config) zap.Field {
+	if cfg.tokenURL == nil {
+		return zap.String("issuer_url", cfg.IssuerURL)
+	}
+	return zap.String("token_url", cfg.tokenURL.String())
+}
+
 // logStart logs the effective configuration without any secret.
 func logStart(log *zap.Logger, cfg *Config, proxyAddr, adminAddr net.Addr) {
 	secretSource := "CLIENT_SECRET"
@@ -287,7 +339,7 @@ func logStart(log *zap.Logger, cfg *Config, proxyAddr, adminAddr net.Addr) {
 		zap.String("client_id", cfg.ClientID),
 		zap.String("credential_source", secretSource),
 		zap.String("token_auth_method", string(cfg.authMethod)),
-		zap.String("token_url", cfg.tokenURL.String()),
+		tokenURLField(cfg),
 		zap.String("upstream_url", cfg.upstream.String()),
 		zap.Strings("scopes", cfg.scopes),
 		zap.Strings("token_params", paramNames(cfg)),

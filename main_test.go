@@ -328,3 +328,83 @@ func TestHealthcheck(t *testing.T) {
 		t.Errorf("healthcheck against a closed port = %d; want 1", code)
 	}
 }
+
+// TestBinary_ServesHealthWhileDiscovering runs the sidecar with an issuer
+// whose metadata is unavailable: the admin port must answer while it
+// retries, the proxy must answer 503 JSON, and SIGTERM must exit 0.
+func TestBinary_ServesHealthWhileDiscovering(t *testing.T) {
+	issuer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "metadata not ready", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(issuer.Close)
+
+	listen, admin := freePort(t), freePort(t)
+	cmd := exec.Command(binary)
+	cmd.Env = []string{
+		"CLIENT_ID=app-1", "CLIENT_SECRET=discovery-secret", "ISSUER_URL=" + issuer.URL,
+		"UPSTREAM_URL=http://127.0.0.1:1", "LISTEN_ADDR=" + listen, "ADMIN_ADDR=" + admin,
+	}
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+	})
+
+	var health *http.Response
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + admin + "/healthz")
+		if err == nil {
+			health = resp
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/healthz did not answer within 10s; log:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if health.StatusCode != http.StatusOK {
+		t.Errorf("/healthz = %d; want 200 while discovering", health.StatusCode)
+	}
+	resp, err := http.Get("http://" + admin + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !bytes.Contains(body, []byte("starting")) {
+		t.Errorf("/readyz = %d %s; want 503 with reason starting", resp.StatusCode, body)
+	}
+	resp, err = http.Get("http://" + listen + "/api/tasks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !bytes.Contains(body, []byte(`"token_unavailable"`)) {
+		t.Errorf("proxy = %d %s; want 503 token_unavailable while discovering", resp.StatusCode, body)
+	}
+	if resp.Header.Get("Retry-After") == "" {
+		t.Error("proxy 503 lacks Retry-After")
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		done <- err
+		if err != nil {
+			t.Errorf("exit after SIGTERM during discovery: %v; want status 0; log:\n%s", err, logs.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("sidecar still running 10s after SIGTERM")
+	}
+}

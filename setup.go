@@ -23,9 +23,6 @@ func newFetcher(ctx context.Context, cfg *Config, log *zap.Logger) (*tokencache.
 		return nil, nil, fmt.Errorf("CA_FILE: %w", err)
 	}
 	if cfg.tokenURL == nil {
-		// TODO: discovery runs before the listeners open, so /healthz and
-		// /readyz do not answer while the issuer is unreachable (up to about
-		// 30 s of retries); a probe sees a refused connection instead.
 		meta, err := discover(ctx, client, cfg.IssuerURL, log)
 		if err != nil {
 			return nil, nil, err

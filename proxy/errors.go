@@ -112,3 +112,14 @@ func (p *Proxy) debug(msg string, r *http.Request, fields ...zap.Field) {
 func (p *Proxy) debugEnabled() bool {
 	return p.log.Core().Enabled(zapcore.DebugLevel)
 }
+
+// Starting returns a handler for the proxy port while the sidecar is still
+// starting, for example while it reads the issuer's metadata. It answers 503
+// token_unavailable with Retry-After, like a proxy without a token.
+func Starting() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "token_unavailable",
+			"the sidecar is starting and has no access token yet; retry later")
+	})
+}
