@@ -238,11 +238,15 @@ func build(ctx context.Context, cfg *Config, log *zap.Logger, m *metrics.Metrics
 		cache.Close()
 		transport.CloseIdleConnections()
 	}
+	maxReplay := cfg.MaxReplayBodyBytes
+	if maxReplay == 0 {
+		maxReplay = -1 // MAX_REPLAY_BODY_BYTES=0 turns body buffering off.
+	}
 	px, err = proxy.New(proxy.Config{
 		Upstream:       cfg.upstream,
 		Tokens:         cache,
 		Transport:      transport,
-		MaxReplayBody:  cfg.MaxReplayBodyBytes,
+		MaxReplayBody:  maxReplay,
 		RequiredHeader: cfg.RequiredHeaderName,
 		RequiredValue:  cfg.RequiredHeaderValue,
 		Logger:         log.Named("proxy"),

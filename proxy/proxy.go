@@ -33,7 +33,9 @@ type Config struct {
 	// Transport sends requests upstream. Required; see [NewTransport].
 	Transport http.RoundTripper
 	// MaxReplayBody is the largest request body, in bytes, that is buffered
-	// so the request can be replayed after a 401. Default: 1 MiB.
+	// so the request can be replayed after a 401. Zero means 1 MiB; a
+	// negative value turns the buffering off, so only requests without a
+	// body are replayed.
 	MaxReplayBody int64
 	// RequiredHeader and RequiredValue, if set, make the proxy answer 403 to
 	// any request without that header and value. The header is not

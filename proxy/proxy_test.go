@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -286,8 +287,16 @@ func TestProxy_ConcurrentUnauthorizedCauseOneRefetch(t *testing.T) {
 }
 
 func TestProxy_UnreplayableBodyReturns401(t *testing.T) {
+	for _, maxBody := range []int64{16, -1} {
+		t.Run(fmt.Sprintf("max body %d", maxBody), func(t *testing.T) {
+			testUnreplayableBody(t, maxBody)
+		})
+	}
+}
+
+func testUnreplayableBody(t *testing.T, maxBody int64) {
 	tm, srv := startTaskmaster(t, time.Hour)
-	sc := startSidecar(t, options{tokenURL: tokenURL(srv), upstream: srv.URL, maxBody: 16})
+	sc := startSidecar(t, options{tokenURL: tokenURL(srv), upstream: srv.URL, maxBody: maxBody})
 	waitReady(t, sc.cache)
 	tm.RevokeAll()
 	payload := `{"title":"too long to buffer","description":"x","project_id":"` + taskmaster.SeedProjectID + `"}`
