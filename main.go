@@ -115,7 +115,7 @@ func newLogger(cfg *Config, out io.Writer) (*zap.Logger, error) {
 
 // serve runs the sidecar until ctx ends, then shuts down gracefully. Both
 // ports open first: until the token cache and proxy exist, which with
-// ISSUER_URL waits for the issuer's metadata, /healthz answers, /readyz
+// ISSUER_URL waits for the issuer's metadata, /healthz returns 200, /readyz
 // reports "starting" and proxied requests get 503.
 func serve(ctx context.Context, cfg *Config, log *zap.Logger) error {
 	reg := prometheus.NewRegistry()
@@ -132,7 +132,7 @@ func serve(ctx context.Context, cfg *Config, log *zap.Logger) error {
 	handler := &switchHandler{}
 	handler.set(m.InstrumentHandler(proxy.Starting()))
 	// NOTE: there is no ReadTimeout, because it would cut off long uploads
-	// and streams; a client that stalls in the middle of a request body
+	// and streams. A client that stalls in the middle of a request body
 	// holds its upstream request open until the client goes away.
 	proxySrv := &http.Server{
 		Handler:           handler,
@@ -259,7 +259,7 @@ func build(ctx context.Context, cfg *Config, log *zap.Logger, m *metrics.Metrics
 	return cache, px, secretFile, cleanup, nil
 }
 
-// switchHandler serves the handler set last. It lets the proxy port answer
+// switchHandler serves the handler set last. It lets the proxy port respond
 // while the proxy itself is still being built.
 type switchHandler struct {
 	current atomic.Pointer[http.Handler]

@@ -46,7 +46,7 @@ type errRequestBody struct{ err error }
 func (e errRequestBody) Error() string { return "read request body: " + e.err.Error() }
 func (e errRequestBody) Unwrap() error { return e.err }
 
-// handleError is the ReverseProxy ErrorHandler. It answers with a JSON
+// handleError is the ReverseProxy ErrorHandler. It responds with a JSON
 // error naming what failed, and keeps client cancellations apart from
 // upstream failures in metrics and logs.
 func (p *Proxy) handleError(w http.ResponseWriter, r *http.Request, err error) {
@@ -114,7 +114,7 @@ func (p *Proxy) debugEnabled() bool {
 }
 
 // Starting returns a handler for the proxy port while the sidecar is still
-// starting, for example while it reads the issuer's metadata. It answers 503
+// starting, for example while it reads the issuer's metadata. It returns 503
 // token_unavailable with Retry-After, like a proxy without a token.
 func Starting() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -37,7 +37,7 @@ type Config struct {
 	// negative value turns the buffering off, so only requests without a
 	// body are replayed.
 	MaxReplayBody int64
-	// RequiredHeader and RequiredValue, if set, make the proxy answer 403 to
+	// RequiredHeader and RequiredValue, if set, make the proxy return 403 to
 	// any request without that header and value. The header is not
 	// forwarded.
 	RequiredHeader string

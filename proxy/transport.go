@@ -168,7 +168,7 @@ func (t *authTransport) replay(req *http.Request, resp *http.Response, rejected 
 }
 
 // clientBody marks errors reading a streamed request body as the client's,
-// so that a malformed or broken upload is answered 400 and not counted as an
+// so that a malformed or broken upload gets 400 and is not counted as an
 // upstream failure. http.Transport returns a body read error as it is.
 type clientBody struct{ io.ReadCloser }
 

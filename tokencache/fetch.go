@@ -36,7 +36,7 @@ type Grant struct {
 	ExpiresIn time.Duration
 }
 
-// AuthMethod is how the client authenticates to the token endpoint.
+// AuthMethod is the client authentication method at the token endpoint.
 type AuthMethod string
 
 // The client authentication methods. RFC 6749 section 2.3.1 defines the
