@@ -39,7 +39,7 @@ type Config struct {
 	ListenAddr             string `env:"LISTEN_ADDR" envDefault:"127.0.0.1:8080" help:"proxy listen address"`
 	AdminAddr              string `env:"ADMIN_ADDR" envDefault:":9090" help:"metrics and health listen address"`
 	AllowNonLoopbackListen bool   `env:"ALLOW_NON_LOOPBACK_LISTEN" envDefault:"false" help:"allow a LISTEN_ADDR other than loopback; anyone who can reach it then acts with the sidecar's credential"`
-	AllowInsecureHTTP      bool   `env:"ALLOW_INSECURE_HTTP" envDefault:"false" help:"allow plain http for UPSTREAM_URL and TOKEN_URL on hosts other than loopback"`
+	AllowInsecureHTTP      bool   `env:"ALLOW_INSECURE_HTTP" envDefault:"false" help:"allow plain http for UPSTREAM_URL, TOKEN_URL and ISSUER_URL on hosts other than loopback"`
 	RequiredHeaderName     string `env:"REQUIRED_HEADER_NAME" help:"header every proxied request must carry, else 403; it is not forwarded"`
 	RequiredHeaderValue    string `env:"REQUIRED_HEADER_VALUE" help:"value REQUIRED_HEADER_NAME must have"`
 

@@ -118,6 +118,11 @@ func newLogger(cfg *Config, out io.Writer) (*zap.Logger, error) {
 // ISSUER_URL waits for the issuer's metadata, /healthz returns 200, /readyz
 // reports "starting" and proxied requests get 503.
 func serve(ctx context.Context, cfg *Config, log *zap.Logger) error {
+	// Catch SIGHUP from the start: its default action would end the
+	// process while it is still starting.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, version)
 	proxyLn, adminLn, err := listen(cfg)
@@ -168,7 +173,7 @@ func serve(ctx context.Context, cfg *Config, log *zap.Logger) error {
 	if secretFile != nil {
 		wg.Go(func() { secretFile.Watch(background, secretPollInterval, cache.CredentialsChanged) })
 	}
-	wg.Go(func() { watchHangup(background, log, secretFile, cache) })
+	wg.Go(func() { watchHangup(background, hup, log, secretFile, cache) })
 	adm.cache.Store(cache)
 	handler.set(px)
 
@@ -298,10 +303,7 @@ func shutdown(log *zap.Logger, cfg *Config, adm *admin, proxySrv, adminSrv *http
 
 // watchHangup re-reads the secret file and forces one token refresh on
 // SIGHUP, rate-limited like the forced refreshes after a 401.
-func watchHangup(ctx context.Context, log *zap.Logger, secretFile *tokencache.SecretFile, cache *tokencache.Cache) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+func watchHangup(ctx context.Context, hup <-chan os.Signal, log *zap.Logger, secretFile *tokencache.SecretFile, cache *tokencache.Cache) {
 	for {
 		select {
 		case <-ctx.Done():

@@ -92,7 +92,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		}, []string{"result"}),
 		Replays: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "replays_total",
-			Help: "Requests answered 401 by the upstream, by whether they were replayed with a new token.",
+			Help: "Requests the upstream rejected with 401, by result: replayed, not_replayable (the body cannot be sent again) or no_new_token (the forced refresh was rate-limited or failed).",
 		}, []string{"result"}),
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -116,10 +116,13 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	for _, r := range []string{"refreshed", "rate_limited", "failed"} {
 		m.ForcedRefreshes.WithLabelValues(r)
 	}
-	for _, r := range []string{"replayed", "not_replayable"} {
+	for _, r := range []string{"replayed", "not_replayable", "no_new_token"} {
 		m.Replays.WithLabelValues(r)
 	}
 	m.TokenFetches.WithLabelValues("success", "")
+	for _, code := range tokencache.FailureLabels {
+		m.TokenFetches.WithLabelValues("failure", code)
+	}
 	return m
 }
 

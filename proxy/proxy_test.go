@@ -508,3 +508,26 @@ func TestProxy_PassesEncodingThrough(t *testing.T) {
 		t.Errorf("upstream Accept-Encoding = %q; want none, as the client sent none", *got)
 	}
 }
+
+func TestProxy_RateLimitedRefreshReturns401(t *testing.T) {
+	tm, srv := startTaskmaster(t, time.Hour)
+	sc := startSidecar(t, options{tokenURL: tokenURL(srv), upstream: srv.URL, edit: func(c *tokencache.Config) {
+		c.ForcedRefreshInterval = time.Hour
+	}})
+	waitReady(t, sc.cache)
+	tm.RevokeAll()
+	if resp, _ := get(t, sc.url+"/api/tasks", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("first request after revocation = %d; want 200 after one forced refresh", resp.StatusCode)
+	}
+	tm.RevokeAll()
+	resp, _ := get(t, sc.url+"/api/tasks", nil)
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("second request after revocation = %d; want the upstream's 401, since the refresh is rate-limited", resp.StatusCode)
+	}
+	if got := testutil.ToFloat64(sc.metrics.Replays.WithLabelValues("no_new_token")); got != 1 {
+		t.Errorf("replays_total{result=no_new_token} = %v; want 1", got)
+	}
+	if got := testutil.ToFloat64(sc.metrics.ForcedRefreshes.WithLabelValues("rate_limited")); got != 1 {
+		t.Errorf("token_forced_refreshes_total{result=rate_limited} = %v; want 1", got)
+	}
+}

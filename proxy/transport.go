@@ -145,6 +145,7 @@ func (t *authTransport) replay(req *http.Request, resp *http.Response, rejected 
 	ctx := req.Context()
 	fresh, err := t.tokens.Reject(ctx, rejected)
 	if err != nil {
+		t.metrics.Replays.WithLabelValues("no_new_token").Inc()
 		if !errors.Is(err, tokencache.ErrRefreshRateLimited) && ctx.Err() == nil {
 			t.log.Warn("no new token after an upstream 401; returning the 401", zap.Error(err))
 		}

@@ -44,6 +44,10 @@ trap cleanup EXIT
 "$bin/taskmaster" -addr 127.0.0.1:8081 -client-id demo-client \
 	-client-secret-file "$secret_file" >"$logs/taskmaster.log" 2>&1 &
 pids+=($!)
+for _ in $(seq 1 100); do
+	(echo >/dev/tcp/127.0.0.1/8081) 2>/dev/null && break
+	sleep 0.1
+done
 
 CLIENT_ID=demo-client CLIENT_SECRET_FILE="$secret_file" \
 	UPSTREAM_URL=http://127.0.0.1:8081 LISTEN_ADDR=127.0.0.1:8080 \

@@ -337,6 +337,13 @@ func (c *Cache) fetchOnce() (any, error) {
 		return t, nil
 	}
 	t, err := c.fetch()
+	if force {
+		if err != nil {
+			c.observer.ForcedRefresh("failed")
+		} else {
+			c.observer.ForcedRefresh("refreshed")
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -467,12 +474,15 @@ func (c *Cache) publish(t *Token, took time.Duration) {
 func (c *Cache) expire(t *Token) {
 	c.mu.Lock()
 	swapped := c.usable.CompareAndSwap(t, nil)
-	if swapped {
+	// A forced refresh may have dropped t already and still be running: t
+	// is then still the latest token, and it has now expired as well.
+	expired := swapped || (c.latest == t && c.usable.Load() == nil)
+	if expired {
 		c.observer.TokenChanged(nil)
 	}
 	lastErr := c.lastErr
 	c.mu.Unlock()
-	if !swapped {
+	if !expired {
 		return
 	}
 	c.log.Error("token expired without a successful refresh; requests get 503 until a token is obtained",
@@ -493,9 +503,9 @@ func (c *Cache) fail(err error, took time.Duration) error {
 	delay := backoff(failures, c.cfg.RetryMin, c.cfg.RetryMax, randomFraction())
 	if credential {
 		// Retrying a rejected secret fails the same way until it changes,
-		// so back off eight times longer. A secret change or a refresh
-		// request clears the backoff.
-		delay = backoff(failures+3, c.cfg.RetryMin, c.cfg.RetryMax, randomFraction())
+		// so back off eight times longer, up to four times RetryMax. A
+		// secret change or a refresh request clears the backoff.
+		delay = backoff(failures+3, c.cfg.RetryMin, 4*c.cfg.RetryMax, randomFraction())
 	}
 	if fe.RetryAfter > delay {
 		delay = min(fe.RetryAfter, maxRetryAfter)

@@ -107,6 +107,14 @@ func (e *FetchError) Error() string {
 
 func (e *FetchError) Unwrap() error { return e.Err }
 
+// FailureLabels lists every value that [FetchError.Label] returns.
+var FailureLabels = []string{
+	"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
+	"unsupported_grant_type", "invalid_scope", "access_denied", "server_error",
+	"temporarily_unavailable", "invalid_target", "other_oauth_error",
+	KindTimeout, KindNetwork, KindHTTPStatus, KindBadResponse, KindCredentials,
+}
+
 // Label returns a bounded value for the error_code metric label: a standard
 // OAuth error code, "other_oauth_error", or the error kind.
 func (e *FetchError) Label() string {
