@@ -210,6 +210,7 @@ func build(ctx context.Context, cfg *Config, log *zap.Logger, m *metrics.Metrics
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
+
 	cache, err = tokencache.New(tokencache.Config{
 		Fetcher:               fetcher,
 		Timeout:               cfg.TokenTimeout,
@@ -231,6 +232,7 @@ func build(ctx context.Context, cfg *Config, log *zap.Logger, m *metrics.Metrics
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
+
 	transport, err := proxy.NewTransport(proxy.TransportConfig{
 		CAFile:                cfg.CAFile,
 		ResponseHeaderTimeout: cfg.UpstreamTimeout,
@@ -243,6 +245,7 @@ func build(ctx context.Context, cfg *Config, log *zap.Logger, m *metrics.Metrics
 		cache.Close()
 		transport.CloseIdleConnections()
 	}
+
 	maxReplay := cfg.MaxReplayBodyBytes
 	if maxReplay == 0 {
 		maxReplay = -1 // MAX_REPLAY_BODY_BYTES=0 turns body buffering off.

@@ -341,8 +341,8 @@ func TestHealthcheck(t *testing.T) {
 }
 
 // TestBinary_ServesHealthWhileDiscovering runs the sidecar with an issuer
-// whose metadata is unavailable: the admin port must answer while it
-// retries, the proxy must answer 503 JSON, and SIGTERM must exit 0.
+// whose metadata is unavailable: the admin port must respond while it
+// retries, the proxy must return 503 JSON, and SIGTERM must exit 0.
 func TestBinary_ServesHealthWhileDiscovering(t *testing.T) {
 	issuer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "metadata not ready", http.StatusServiceUnavailable)

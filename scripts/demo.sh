@@ -74,7 +74,7 @@ curl -sS -i http://localhost:8080/api/tasks
 echo
 
 say "token requests so far (from http://127.0.0.1:9090/metrics)"
-curl -sS http://127.0.0.1:9090/metrics | grep '^authproxy_token_fetches_total' || true
+curl -sS http://127.0.0.1:9090/metrics | grep '^authproxy_token_fetches_total' | grep -v ' 0$' || true
 
 say "sidecar log ($logs/authproxy.log)"
 cat "$logs/authproxy.log"

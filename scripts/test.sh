@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Run every test of the repository: a gofmt check, go vet, and
-# go test -race over all packages. These include the suite that runs the
-# sidecar against a real OAuth2 server (ORY Hydra, built once into .cache/),
-# a test in which a real Prometheus server scrapes the sidecar, and the
-# tests that render and check the Kubernetes manifests in deploy/.
+# go test -race over all packages. The packages include a suite that runs
+# the sidecar against a real OAuth2 server (ORY Hydra, built once into
+# .cache/). A real Prometheus server scrapes the sidecar in another test,
+# and further tests render and check the Kubernetes manifests in deploy/.
 #
 # Needs Go and a C compiler (Hydra's SQLite driver uses cgo). When the
 # prometheus binary is missing and apt-get can run, it is installed.

@@ -16,7 +16,7 @@ import (
 	"github.com/authproxy/authproxy/tokencache"
 )
 
-// tokenServer starts a loopback token endpoint that answers every request
+// tokenServer starts a loopback token endpoint that responds to every request
 // with status, content type and body, and records the last request.
 func tokenServer(t *testing.T, status int, contentType, body string) (*httptest.Server, *atomic.Pointer[http.Request], *atomic.Pointer[string]) {
 	t.Helper()

@@ -11,7 +11,7 @@
 // It exits 1 when any request fails, when the token requests exceed what
 // the token lifetime explains, when the sidecar's RSS or goroutine count
 // grows beyond the tolerances, or when the sidecar does not exit 0 after
-// SIGTERM; it exits 2 on bad flags or when the run cannot start. Every
+// SIGTERM. It exits 2 on bad flags or when the run cannot start. Every
 // server it starts listens on 127.0.0.1.
 package main
 

@@ -171,7 +171,7 @@ func TestIssuerDiscovery(t *testing.T) {
 			// Hydra v2.3.0 creates its signing keys on the first discovery
 			// request, which took about 2 s on a 2-core machine.
 			s := startSidecar(t, env)
-			// /healthz answers while the metadata is still being read.
+			// /healthz returns 200 while the metadata is still being read.
 			s.waitReady(t)
 
 			got := s.getTasks(t)

@@ -30,7 +30,8 @@ const (
 const (
 	// tokenLength and tokenAlphabet match the hosted service, whose
 	// client-credentials handler issues 32 random characters from a-z and
-	// A-Z (src/lib/oidc-provider/handlers/token/client-credentials.ts).
+	// A-Z (github.com/speakeasy-api/taskmaster,
+	// src/lib/oidc-provider/handlers/token/client-credentials.ts).
 	tokenLength   = 32
 	tokenAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
